@@ -1,0 +1,65 @@
+"""The ``ssan`` command line: a thin dispatcher over :mod:`ssan.commands`.
+
+Each sub-command lives in ``ssan/commands/<name>.py`` and exposes ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``. Errors derived from
+:class:`ssan.errors.SsanError` become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ssan._version import __version__
+from ssan.errors import SsanError
+
+COMMANDS = ("demo", "synth", "prepare", "train", "test", "index", "search", "serve", "export")
+
+log = logging.getLogger("ssan")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssan", description="Text-to-image person re-identification (SSAN).")
+    parser.add_argument("--version", action="version", version=f"ssan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"ssan.commands.{name}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    root = logging.getLogger("ssan")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    _configure_logging(args.verbose)
+    try:
+        return int(args._run(args) or 0)
+    except SsanError as exc:
+        print(f"ssan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ssan {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ssan`` CLI, one module each (see :mod:`ssan.cli`)."""

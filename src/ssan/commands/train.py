@@ -1,0 +1,39 @@
+"""``ssan train``: train SSAN on a prepared dataset (single process, or DDP under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train SSAN on a prepared dataset (use torchrun for several GPUs or nodes)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="synth", help="preset name (synth, cuhk-pedes, icfg-pedes, rstpreid) or YAML path")
+    parser.add_argument("--data", required=True, help="output folder of `ssan prepare`")
+    parser.add_argument("--output", required=True, help="run directory (checkpoints, metrics, config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssan.config import load_config
+    from ssan.engine import distributed
+    from ssan.engine.trainer import Trainer
+    from ssan.evaluation import format_metrics_table
+
+    config = load_config(args.config, args.overrides)
+    try:
+        trainer = Trainer(config, args.data, args.output, device=args.device, resume=args.resume)
+        results = trainer.fit()
+        if trainer.dist.is_main and results.get("test_last"):
+            print("test figures, last epoch:")
+            print(format_metrics_table(results["test_last"]))
+            if results.get("test_selected"):
+                print(f"test figures, {results['test_selected_label']}:")
+                print(format_metrics_table(results["test_selected"]))
+            print(f"run directory: {args.output}")
+    finally:
+        distributed.cleanup()
+    return 0

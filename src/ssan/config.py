@@ -1,0 +1,214 @@
+"""Typed run configuration: dataclasses, YAML presets and ``--set`` overrides.
+
+A preset is a YAML file with up to five sections (``data``, ``model``, ``loss``,
+``optim``, ``train``) whose keys are the fields below; anything left out keeps
+its default. Presets ship inside the package (``ssan/configs/*.yaml``, also
+reachable as ``configs/`` at the repository root) and are named without the
+extension (``synth``, ``cuhk-pedes``...); a path to any YAML file works too.
+
+Library code never receives a :class:`Config`: each component has a small
+function that maps its section to explicit constructor arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import yaml
+
+from ssan.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    height: int = 384  # input image height (pixels)
+    width: int = 128  # input image width (pixels)
+    max_length: int = 100  # captions are truncated to this many tokens
+    batch_size: int = 64  # training batch size (per process under DDP)
+    eval_batch_size: int = 128  # batch size used to encode galleries and queries
+    num_workers: int = 2  # DataLoader worker processes
+    flip: bool = True  # random horizontal flip during training
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"  # resnet50 | resnet18 | small (a from-scratch CNN for CPUs)
+    pretrained: Union[bool, str] = False  # true: torchvision ImageNet weights; a path: local weights file
+    num_parts: int = 6  # K, horizontal stripes / text parts
+    embed_dim: int = 1024  # D, width of global and part features
+    word_dim: int = 512  # width of the word embedding tables
+    hidden_dim: int = 2048  # LSTM hidden width (= backbone channels in the paper)
+    dropout: float = 0.3  # dropout on the word embeddings
+    parts: bool = True  # false: global-only ablation
+    cnn_width: int = 32  # base channel width of the `small` backbone
+
+
+@dataclass
+class LossConfig:
+    margin: float = 0.2  # alpha, compound ranking margin
+    beta: float = 0.1  # weight of the weak-positive term
+    weak_warmup_epochs: int = 5  # epochs using the fixed weak margin alpha/2
+    weak_skip: float = 0.16  # anchors whose adaptive weak margin is below this are skipped
+    part_weight: float = 0.5  # weight of the part and relation terms
+    id_weight: float = 1.0  # weight of the identity losses
+    contrastive_weight: float = 0.0  # extension: InfoNCE over the batch, both directions (0 = off)
+    temperature: float = 0.05  # InfoNCE temperature
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 60
+    lr: float = 1e-3  # new layers
+    backbone_lr: float = 1e-4  # image backbone (pretrained part)
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.0
+    milestones: tuple = (20, 40)  # MultiStepLR epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    amp: bool = False  # mixed precision (CUDA only)
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    select_split: str = "auto"  # split used to pick the best checkpoint: auto (val if present, else test) | val | test
+    select_metric: str = "R1"
+    select_term: str = "sum"
+    max_steps_per_epoch: int = 0  # 0 = full epochs; >0 caps each epoch (benchmarks, smoke runs)
+    log_every: int = 10  # steps between progress-bar updates of the loss terms
+    checkpoint_every: int = 0  # also save `last` every N steps inside an epoch (0 = at epoch ends only)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain, YAML/JSON-serialisable nested dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Config:
+        config = cls()
+        for section, values in (data or {}).items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"section {section!r} must be a mapping, got {type(values).__name__}")
+            for key, value in values.items():
+                _assign(config, section, key, value)
+        return config
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _section(config: Config, section: str):
+    names = [f.name for f in dataclasses.fields(config)]
+    if section not in names:
+        raise ConfigError(f"unknown config section {section!r}; valid: {', '.join(names)}")
+    return getattr(config, section)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing))  # noqa: S307
+    origin = typing.get_origin(hint)
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(value)
+    if origin is Union:
+        for option in typing.get_args(hint):
+            if option is bool and isinstance(value, bool):
+                return value
+            if option is str and isinstance(value, str):
+                return value
+        raise ConfigError(f"{where}: expected one of {hint}, got {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _assign(config: Config, section: str, key: str, value: Any) -> None:
+    target = _section(config, section)
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if key not in fields:
+        raise ConfigError(f"unknown config key {section}.{key}; valid: {', '.join(fields)}")
+    setattr(target, key, _coerce(value, fields[key].type, f"{section}.{key}"))
+
+
+def resolve_preset(preset: Union[str, Path]) -> Path:
+    """Path of a preset given by name (``synth``) or by file path."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = PRESET_DIR / f"{preset}.yaml"
+    if candidate.exists():
+        return candidate
+    raise ConfigError(f"unknown preset {str(preset)!r}; valid names: {', '.join(list_presets())} (or a path to a YAML file)")
+
+
+def list_presets() -> list:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``1e-3``, ``[10, 20]``, ``false``)."""
+    for item in overrides or ():
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse value ({exc.__class__.__name__})") from None
+        _assign(config, section, key, value)
+    return config
+
+
+def load_config(preset: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a preset (name or YAML path; None gives the defaults) and apply overrides."""
+    if preset is None:
+        config = Config()
+    else:
+        path = resolve_preset(preset)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read preset {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"preset {path} must be a mapping of sections")
+        config = Config.from_dict(data)
+    return apply_overrides(config, overrides)
+
+
+def save_config(config: Config, path: Union[str, Path]) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
