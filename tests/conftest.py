@@ -47,6 +47,12 @@ def prepared_synth(synth_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_overrides():
+    """``--set`` overrides that shrink the synth preset to a model that trains in seconds."""
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
 def tiny_config():
     from ssan.config import load_config
 

@@ -18,7 +18,6 @@ from ssan.engine.sampler import EpochSampler
 from ssan.engine.trainer import Trainer
 from ssan.errors import CheckpointError, ConfigError
 
-from .conftest import TINY_OVERRIDES
 
 
 # ------------------------------------------------------------------ config
@@ -128,8 +127,8 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_equals_uninterrupted(prepared_synth, tiny_run, tmp_path):
-    config = load_config("synth", TINY_OVERRIDES + ["train.checkpoint_every=2"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(prepared_synth, tiny_run, tiny_overrides, tmp_path):
+    config = load_config("synth", tiny_overrides + ["train.checkpoint_every=2"])
     # stop after 3 steps: the latest checkpoint is mid-epoch (step 2 of epoch 1)
     interrupted = tmp_path / "interrupted"
     assert Trainer(config, prepared_synth, interrupted, device="cpu", stop_after_steps=3).fit()["stopped"]
@@ -149,8 +148,8 @@ def test_resume_without_checkpoint_is_a_clear_error(prepared_synth, tiny_config,
         Trainer(tiny_config, prepared_synth, tmp_path / "none", device="cpu", resume=True).fit()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(prepared_synth, tmp_path):
-    config = load_config("synth", TINY_OVERRIDES + ["optim.epochs=2"])
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(prepared_synth, tiny_overrides, tmp_path):
+    config = load_config("synth", tiny_overrides + ["optim.epochs=2"])
     run = tmp_path / "nan"
     trainer = Trainer(config, prepared_synth, run, device="cpu")
     original = trainer.criterion.forward
@@ -173,10 +172,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(prepared_synth, tmp
 
 
 # -------------------------------------------------------------------- CLI
-def test_train_cli_in_process(prepared_synth, tmp_path, capsys):
+def test_train_cli_in_process(prepared_synth, tiny_overrides, tmp_path, capsys):
     run = tmp_path / "cli-run"
     args = ["train", "--config", "synth", "--data", str(prepared_synth), "--output", str(run), "--device", "cpu"]
-    for item in TINY_OVERRIDES + ["optim.epochs=1"]:
+    for item in tiny_overrides + ["optim.epochs=1"]:
         args += ["--set", item]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -186,12 +185,12 @@ def test_train_cli_in_process(prepared_synth, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_gloo(prepared_synth, tmp_path):
+def test_ddp_two_processes_gloo(prepared_synth, tiny_overrides, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "ssan", "train", "--config", "synth", "--data", str(prepared_synth), "--output", str(run),
            "--device", "cpu"]
-    for item in TINY_OVERRIDES + ["optim.epochs=1", "data.batch_size=8"]:
+    for item in tiny_overrides + ["optim.epochs=1", "data.batch_size=8"]:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

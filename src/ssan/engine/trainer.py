@@ -171,12 +171,12 @@ class Trainer:
             )
 
     def _loader(self) -> DataLoader:
-        from ssan.data import collate_train
+        from ssan.data import collate_batch
 
         workers = self.config.data.num_workers
         return DataLoader(
             self.dataset, batch_size=self.config.data.batch_size, sampler=self.sampler, drop_last=True,
-            num_workers=workers, collate_fn=collate_train, pin_memory=self.device.type == "cuda",
+            num_workers=workers, collate_fn=collate_batch, pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
 
