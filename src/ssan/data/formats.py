@@ -1,0 +1,257 @@
+"""Readers for the three annotation layouts, normalised to one :class:`Record` type.
+
+| dataset      | annotation file (first found)          | image field | images   |
+|--------------|----------------------------------------|-------------|----------|
+| `cuhk-pedes` | `reid_raw.json`, `caption_all.json`    | `file_path` | `imgs/`  |
+| `icfg-pedes` | `ICFG-PEDES.json`, `ICFG_PEDES.json`   | `file_path` | `imgs/`  |
+| `rstpreid`   | `data_captions.json`                   | `img_path`  | `imgs/`  |
+
+(`img_path` and `file_path` are accepted in every layout; when `ROOT/imgs` does not
+exist the image paths are taken relative to ROOT.)
+
+Validation rules, per record (a problem names the record index and the file):
+- the record is a JSON object;
+- `split`: a non-empty string, compared case-insensitively; `train` and `test` are kept,
+  anything else becomes `val` (CUHK-PEDES, RSTPReid); ICFG-PEDES accepts only train/test;
+- `id`: a non-negative integer, or a string of digits (booleans, floats and other strings are
+  refused);
+- `captions`: a non-empty list of non-blank strings (a single string is taken as one caption);
+- image path: a non-empty relative path without `..` components, unique in the file;
+- `processed_tokens` (optional): used when it is a list of token lists with one entry per
+  caption; otherwise the captions are tokenized (and the record is counted as retokenized).
+  Tokens are passed through :func:`ssan.data.vocab.tokenize` so they match query-time words.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ssan.data._io import read_json
+from ssan.data.vocab import normalize_tokens, tokenize
+from ssan.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DATASETS: Dict[str, dict] = {
+    "cuhk-pedes": {"files": ("reid_raw.json", "caption_all.json"), "image_field": "file_path", "splits": None},
+    "icfg-pedes": {"files": ("ICFG-PEDES.json", "ICFG_PEDES.json"), "image_field": "file_path",
+                   "splits": ("train", "test")},
+    "rstpreid": {"files": ("data_captions.json",), "image_field": "img_path", "splits": None},
+}
+IMAGE_FIELDS = ("file_path", "img_path")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One annotated image.
+
+    index: position in the annotation file; split: train / val / test; image: path relative to
+    the image root (POSIX separators); id: raw identity; captions: the caption texts;
+    tokens: one word list per caption.
+    """
+
+    index: int
+    split: str
+    image: str
+    id: int
+    captions: Tuple[str, ...]
+    tokens: Tuple[Tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a record (``index``) or its image file (``file``) cannot be used."""
+
+    index: int
+    file: Optional[str]
+    reason: str
+    kind: str = "record"  # "record": the annotation is bad; "image": the image file is
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "file": self.file, "reason": self.reason}
+
+
+@dataclass
+class Annotations:
+    """Everything read from one annotation file: the valid records and the problems found."""
+
+    dataset: str
+    annotation: Path
+    image_root: Path
+    records: List[Record] = field(default_factory=list)
+    problems: List[Problem] = field(default_factory=list)
+    retokenized: int = 0
+
+
+def check_dataset_name(dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+    return dataset
+
+
+def find_annotation(dataset: str, root: Path) -> Path:
+    """The annotation file of ``dataset`` under ``root`` (first of the known names that exists)."""
+    names = DATASETS[check_dataset_name(dataset)]["files"]
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} is not a directory")
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"no {' or '.join(names)} in {root} (the {dataset} annotation file)")
+
+
+def image_root_of(root: Path) -> Path:
+    """``ROOT/imgs`` when it exists, else ROOT itself."""
+    imgs = Path(root) / "imgs"
+    return imgs if imgs.is_dir() else Path(root)
+
+
+def read_annotations(dataset: str, root: Path) -> Annotations:
+    """Read and validate ``dataset``'s annotation file under ``root``.
+
+    File-level problems (missing file, bad bytes or JSON, not a list) raise DataError;
+    record-level problems are collected in ``Annotations.problems``.
+    """
+    annotation = find_annotation(dataset, Path(root)).absolute()
+    data = read_json(annotation)
+    if not isinstance(data, list):
+        raise DataError(f"{annotation}: expected a JSON list of records, got {_kind(data)}")
+    if not data:
+        raise DataError(f"{annotation}: the list of records is empty")
+    result = Annotations(dataset, annotation, image_root_of(Path(root)).absolute())
+    seen: Dict[str, int] = {}
+    for index, raw in enumerate(data):
+        record, reasons, retok = _parse_record(dataset, index, raw)
+        image = record.image if record is not None else _raw_image(raw)
+        if record is not None and record.image in seen:
+            reasons.append(f"duplicate image path (also record {seen[record.image]})")
+        if reasons:
+            result.problems.append(Problem(index, image, "; ".join(reasons)))
+            continue
+        seen[record.image] = index
+        result.records.append(record)
+        result.retokenized += retok
+    log.debug("%s: %d records, %d with problems", annotation.name, len(data), len(result.problems))
+    return result
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _raw_image(raw: Any) -> Optional[str]:
+    if isinstance(raw, dict):
+        for name in IMAGE_FIELDS:
+            if isinstance(raw.get(name), str) and raw[name].strip():
+                return raw[name]
+    return None
+
+
+def _parse_record(dataset: str, index: int, raw: Any) -> Tuple[Optional[Record], List[str], int]:
+    if not isinstance(raw, dict):
+        return None, [f"record is {_kind(raw)}, not an object"], 0
+    reasons: List[str] = []
+    split = _parse_split(dataset, raw, reasons)
+    image = _parse_image(dataset, raw, reasons)
+    identity = _parse_id(raw, reasons)
+    captions = _parse_captions(raw, reasons)
+    if reasons:
+        return None, reasons, 0
+    tokens, retok = _parse_tokens(raw.get("processed_tokens"), captions)
+    return Record(index, split, image, identity, tuple(captions), tokens), reasons, retok
+
+
+def _parse_split(dataset: str, raw: dict, reasons: List[str]) -> str:
+    value = raw.get("split")
+    if value is None:
+        reasons.append("missing field 'split'")
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        reasons.append(f"field 'split' must be a non-empty string, got {value!r}")
+        return ""
+    split = value.strip().lower()
+    allowed = DATASETS[dataset]["splits"]
+    if allowed is not None and split not in allowed:
+        reasons.append(f"split {value!r} is not one of {', '.join(allowed)}")
+    return split if split in ("train", "test") else "val"
+
+
+def _parse_image(dataset: str, raw: dict, reasons: List[str]) -> str:
+    primary = DATASETS[dataset]["image_field"]
+    name = next((n for n in (primary, *IMAGE_FIELDS) if n in raw), None)
+    if name is None:
+        reasons.append(f"missing field {primary!r}")
+        return ""
+    value = raw[name]
+    if not isinstance(value, str) or not value.strip():
+        reasons.append(f"field {name!r} must be a non-empty string, got {value!r}")
+        return ""
+    path = value.strip()
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path):
+        reasons.append(f"image path {value!r} is absolute (must be relative to the image folder)")
+        return ""
+    normal = posixpath.normpath(path)
+    if normal == ".." or normal.startswith("../") or "/../" in f"/{path}/":
+        reasons.append(f"image path {value!r} leaves the image folder ('..')")
+        return ""
+    if normal in ("", "."):
+        reasons.append(f"image path {value!r} names no file")
+        return ""
+    return normal
+
+
+def _parse_id(raw: dict, reasons: List[str]) -> int:
+    if "id" not in raw:
+        reasons.append("missing field 'id'")
+        return -1
+    value = raw["id"]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        return int(value.strip())
+    reasons.append(f"field 'id' must be a non-negative integer, got {value!r}")
+    return -1
+
+
+def _parse_captions(raw: dict, reasons: List[str]) -> List[str]:
+    if "captions" not in raw:
+        reasons.append("missing field 'captions'")
+        return []
+    value = raw["captions"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        reasons.append(f"field 'captions' must be a non-empty list of strings, got {_short(value)}")
+        return []
+    bad = [i for i, c in enumerate(value) if not isinstance(c, str) or not c.strip()]
+    if bad:
+        reasons.append(f"caption {bad[0]} is {'empty' if isinstance(value[bad[0]], str) else _kind(value[bad[0]])}")
+        return []
+    return [c.strip() for c in value]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse_tokens(value: Any, captions: List[str]) -> Tuple[Tuple[Tuple[str, ...], ...], int]:
+    """Tokens per caption: ``processed_tokens`` when well-formed, else tokenized captions."""
+    usable = (
+        isinstance(value, list)
+        and len(value) == len(captions)
+        and all(isinstance(t, list) and t and all(isinstance(w, str) for w in t) for t in value)
+    )
+    if usable:
+        return tuple(tuple(normalize_tokens(t)) for t in value), 0
+    return tuple(tuple(tokenize(c)) for c in captions), int(value is not None)

@@ -1,0 +1,246 @@
+"""The embedded synthetic pedestrian dataset (``ssan synth``).
+
+Procedurally drawn pedestrians (see ``_synth_draw``) with captions from a grammar (see
+``_synth_text``), written in the layout of one of the three real datasets:
+
+- ``cuhk-pedes``: ``reid_raw.json`` (split, captions, file_path, processed_tokens, id), 1-based
+  ids, images under ``imgs/CUHK01``, ``imgs/CUHK03`` and ``imgs/Market``; splits train/val/test;
+- ``icfg-pedes``: ``ICFG-PEDES.json``, same fields, 0-based ids with contiguous train ids, one
+  caption per image, MSMT17-style paths whose ``train/``/``test/`` folder is not the split;
+  splits train/test only (the val fraction goes to test);
+- ``rstpreid``: ``data_captions.json`` (id, img_path, captions, split), no processed_tokens,
+  two captions per image with no space after most full stops, 5 images per id.
+
+Identities are unique attribute combinations; about a quarter come in pairs that differ only
+by exchanging upper and lower garment colours, and pairs stay in one split. A manifest,
+``ssan-synth.json`` (parameters and counts), is written beside the annotation file. Everything derives
+from ``seed`` (per-image generators), so the output is byte-identical for any ``workers``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from ssan.data._io import atomic_directory
+from ssan.data._synth_draw import render_person
+from ssan.data._synth_people import Person, sample_identities
+from ssan.data._synth_text import caption
+from ssan.data.vocab import tokenize
+from ssan.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "ssan-synth.json"
+FORMATS: Dict[str, dict] = {
+    "cuhk-pedes": {"file": "reid_raw.json", "id_base": 1, "splits": ("train", "val", "test"),
+                   "images_per_id": 4, "captions": (1, 3)},
+    "icfg-pedes": {"file": "ICFG-PEDES.json", "id_base": 0, "splits": ("train", "test"),
+                   "images_per_id": 4, "captions": (1, 1)},
+    "rstpreid": {"file": "data_captions.json", "id_base": 0, "splits": ("train", "val", "test"),
+                 "images_per_id": 5, "captions": (2, 2)},
+}
+
+
+def _check_args(fmt, ids, images_per_id, captions, size, splits, workers) -> None:
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if ids < 1 or images_per_id < 1:
+        raise DataError(f"ids and images_per_id must be >= 1 (got {ids}, {images_per_id})")
+    if captions[0] < 1 or captions[1] < captions[0]:
+        raise DataError(f"captions per image must be >= 1 and MIN <= MAX (got {captions[0]}-{captions[1]})")
+    if size[0] < 16 or size[1] < 8:
+        raise DataError(f"image size must be at least 16x8 (HxW), got {size[0]}x{size[1]}")
+    if len(splits) != 3 or min(splits) < 0 or splits[0] <= 0 or sum(splits[1:]) <= 0:
+        raise DataError(f"splits must be three fractions (train, val, test) with train > 0 and val+test > 0, "
+                        f"got {tuple(splits)}")
+    if workers < 1:
+        raise DataError(f"workers must be >= 1, got {workers}")
+
+
+def _assign_splits(groups: List[List[Person]], fractions: Sequence[float], names: Tuple[str, ...],
+                   rng: np.random.Generator) -> Dict[str, List[int]]:
+    """Person indices (generation order) per split.
+
+    Colour-swapped pairs stay in one split (except when a tiny set must split one so that every
+    split with a share gets an identity).
+    """
+    if len(names) == 2:
+        fractions = (fractions[0], fractions[1] + fractions[2])
+    total = sum(len(g) for g in groups)
+    weights = np.asarray(fractions, dtype=float) / sum(fractions)
+    targets = [int(np.floor(w * total)) for w in weights]
+    for i in range(len(targets)):  # every split with a share gets at least one identity if possible
+        if weights[i] > 0 and targets[i] == 0 and total >= len(names):
+            targets[i] = 1
+    targets[0] = total - sum(targets[1:])
+    starts = np.cumsum([0] + [len(g) for g in groups])
+    result: Dict[str, List[int]] = {name: [] for name in names}
+    for g in rng.permutation(len(groups)):  # test, then val, take whole groups while they fit
+        members = list(range(starts[g], starts[g + 1]))
+        split = next((i for i in range(len(names) - 1, 0, -1)
+                      if len(result[names[i]]) + len(members) <= targets[i]), 0)
+        result[names[split]].extend(members)
+    for i in range(1, len(names)):  # tiny sets: a split left empty takes one training identity
+        if targets[i] > 0 and not result[names[i]] and len(result[names[0]]) > 1:
+            result[names[i]].append(result[names[0]].pop())
+    return {name: sorted(idx) for name, idx in result.items()}
+
+
+def _image_paths(fmt: str, raw_id: int, count: int, rng: np.random.Generator) -> List[str]:
+    if fmt == "cuhk-pedes":
+        source = ("CUHK01", "CUHK03", "Market")[int(rng.integers(3))]
+        if source == "CUHK01":
+            return [f"CUHK01/{raw_id:04d}{k + 1:03d}.png" for k in range(count)]
+        if source == "CUHK03":
+            return [f"CUHK03/{raw_id}_{k + 1}.png" for k in range(count)]
+        return [f"Market/{raw_id:04d}_c{int(rng.integers(1, 7))}s1_{k * 25 + int(rng.integers(25)):06d}_00.jpg"
+                for k in range(count)]
+    if fmt == "icfg-pedes":
+        folder = ("train", "test")[int(rng.integers(2))]
+        msmt = (raw_id * 7919 + 627) % 10000 + 10000 * (raw_id // 10000)  # unique per identity
+        names = []
+        for k in range(count):
+            day = ("morning", "noon", "afternoon")[int(rng.integers(3))]
+            names.append(f"{folder}/{msmt:04d}/{msmt:04d}_{k:03d}_{int(rng.integers(1, 16)):02d}_"
+                         f"{int(rng.integers(101, 1232)):04d}{day}_{int(rng.integers(10000)):04d}_{k % 2}.jpg")
+        return names
+    return [f"{raw_id:04d}_c{int(rng.integers(1, 16))}_{k * 10 + int(rng.integers(10)):04d}.jpg"
+            for k in range(count)]
+
+
+def _record(fmt: str, split: str, raw_id: int, path: str, captions: List[str]) -> dict:
+    if fmt == "rstpreid":
+        return {"id": raw_id, "img_path": path, "captions": captions, "split": split}
+    return {"split": split, "captions": captions, "file_path": path,
+            "processed_tokens": [tokenize(c) for c in captions], "id": raw_id}
+
+
+def _identity(task: tuple) -> List[dict]:
+    """Draw and save the images of one identity; returns its annotation records (in image order)."""
+    fmt, person, index, raw_id, split, paths, size, seed, captions, imgs = task
+    records, made = [], set()
+    for k, path in enumerate(paths):
+        rng = np.random.default_rng([seed, 2, index, k])
+        texts = [caption(person, rng, tight=fmt == "rstpreid" and rng.random() < 0.8)
+                 for _ in range(int(rng.integers(captions[0], captions[1] + 1)))]
+        records.append(_record(fmt, split, raw_id, path, texts))
+        image = render_person(person, size, np.random.default_rng([seed, 1, index, k]))
+        target = Path(imgs) / path
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        if target.suffix == ".png":
+            image.save(target, compress_level=1)
+        else:
+            image.save(target, quality=92)
+    return records
+
+
+def _run_all(tasks: List[tuple], workers: int) -> List[dict]:
+    """Run :func:`_identity` over ``tasks`` (in processes when ``workers`` > 1), records in task order."""
+    total = sum(len(t[5]) for t in tasks)
+    bar = tqdm(total=total, desc="drawing images", unit="img", file=sys.stderr, disable=None, leave=False)
+    records: List[dict] = []
+    if workers == 1:
+        results = map(_identity, tasks)
+    else:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        results = pool.map(_identity, tasks, chunksize=max(1, len(tasks) // (workers * 16)))
+    try:
+        for done in results:
+            records.extend(done)
+            bar.update(len(done))
+    finally:
+        bar.close()
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
+    return records
+
+
+def _may_replace(out: Path, overwrite: bool) -> bool:
+    if not out.is_dir():
+        raise DataError(f"output {out} exists and is not a directory")
+    if not any(out.iterdir()):
+        return True
+    if not (out / MANIFEST).is_file():
+        raise DataError(f"output {out} is not empty and is not a synthetic dataset; refusing to replace it")
+    if not overwrite:
+        raise DataError(f"output {out} already holds a synthetic dataset; use --force to replace it")
+    return True
+
+
+def _captions_range(value: Union[int, Sequence[int], None], fmt: str) -> Tuple[int, int]:
+    if value is None:
+        return FORMATS[fmt]["captions"] if fmt in FORMATS else (1, 3)
+    if isinstance(value, int):
+        return value, value
+    low, high = value
+    return int(low), int(high)
+
+
+def generate_synthetic(
+    out: Union[str, Path],
+    *,
+    ids: int = 500,
+    images_per_id: Optional[int] = None,
+    captions_per_image: Union[int, Tuple[int, int], None] = None,
+    size: Tuple[int, int] = (128, 64),
+    seed: int = 0,
+    fmt: str = "cuhk-pedes",
+    splits: Sequence[float] = (0.8, 0.1, 0.1),
+    workers: int = 1,
+    overwrite: bool = False,
+) -> dict:
+    """Write a synthetic dataset in ``fmt``'s layout to ``out``; returns its manifest.
+
+    Args:
+        out: dataset root to create (annotation file + ``imgs/``), written atomically.
+        ids: number of identities; images_per_id: images each (format default 4, RSTPReid 5).
+        captions_per_image: an int or an inclusive (min, max) range (format default: CUHK-PEDES
+            1-3, ICFG-PEDES 1, RSTPReid 2).
+        size: image (height, width) in pixels; seed: everything derives from it.
+        splits: identity fractions (train, val, test); workers: drawing processes.
+        overwrite: replace an existing synthetic dataset at ``out`` (never another folder).
+    """
+    images_per_id = images_per_id or FORMATS.get(fmt, {}).get("images_per_id", 4)
+    captions = _captions_range(captions_per_image, fmt)
+    size = (int(size[0]), int(size[1]))
+    _check_args(fmt, ids, images_per_id, captions, size, tuple(splits), workers)
+    spec = FORMATS[fmt]
+    groups = sample_identities(ids, np.random.default_rng([seed, 0]))
+    people = [p for g in groups for p in g]
+    assignment = _assign_splits(groups, splits, spec["splits"], np.random.default_rng([seed, 3]))
+    out = Path(out).absolute()
+    if out.exists():
+        _may_replace(out, overwrite)
+    tasks, raw_id = [], spec["id_base"]
+    for split in spec["splits"]:
+        for index in assignment[split]:
+            paths = _image_paths(fmt, raw_id, images_per_id, np.random.default_rng([seed, 4, index]))
+            tasks.append((fmt, people[index], index, raw_id, split, paths, size, seed, captions, None))
+            raw_id += 1
+    with atomic_directory(out, lambda path: _may_replace(path, overwrite)) as tmp:
+        records = _run_all([t[:-1] + (str(tmp / "imgs"),) for t in tasks], workers)
+        (tmp / spec["file"]).write_text(json.dumps(records), encoding="utf-8")
+        counts = {split: {"images": sum(r["split"] == split for r in records),
+                          "captions": sum(len(r["captions"]) for r in records if r["split"] == split),
+                          "identities": len(assignment[split])} for split in spec["splits"]}
+        manifest = {
+            "generator": "ssan-synth", "version": 1, "format": fmt, "seed": seed, "ids": ids,
+            "images_per_id": images_per_id, "captions_per_image": list(captions), "size": list(size),
+            "swap_pairs": sum(len(g) == 2 for g in groups), "images": len(records),
+            "captions": sum(c["captions"] for c in counts.values()), "identities": ids, "splits": counts,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    log.debug("wrote %d images of %d identities to %s", len(records), ids, out)
+    return {**manifest, "out": str(out), "annotation": str(out / spec["file"])}
