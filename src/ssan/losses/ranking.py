@@ -1,0 +1,136 @@
+"""Compound ranking (CR) loss with random semi-hard negatives (method section 4).
+
+Conventions: ``sim[i, j] = cos(image_i, text_j)``; the positive of anchor i is the
+diagonal. Image anchors read rows (negatives are texts), text anchors read columns
+(negatives are images). A negative must have a *different identity*; same-identity
+non-pairs are ignored. Among the semi-hard negatives, S_ap - margin < S_an < S_ap,
+ONE is drawn uniformly at random per anchor; an anchor without one contributes
+nothing. Hinge terms max(0, margin - S_ap + S_an) are summed over anchors and directions.
+
+Weak term: the same mining on ``weak_sim[i, j] = cos(image_i, weak_text_j)``. Its margin
+is margin/2 for epochs < ``weak_warmup_epochs``; afterwards pair i gets
+mu_i = min(|S(I_i, T'_i)| / |S(I_i, T_i)|, 1) (detached) and margin'_i = (mu_i + 1) * margin / 2,
+and pairs with margin'_i < ``weak_skip`` are skipped. The pair's margin is used in both
+directions: the image anchor I_i and the text anchor T'_i both use margin'_i (and both
+are skipped together). mu is clipped at 1 as intended (the reference's off-by-one lets it
+reach 2).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def cosine_matrix(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """image: B x ..., text: B' x ... -> B x B' cosines of the flattened features.
+
+    Computed in float32 even under autocast, so semi-hard mining and temperatures see
+    full-precision similarities.
+    """
+    with torch.autocast(image.device.type, enabled=False):
+        image = F.normalize(image.flatten(1).float(), dim=1)
+        return image @ F.normalize(text.flatten(1).float(), dim=1).T
+
+
+def _uniform_pick(candidates: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Index of one True entry per row, uniformly at random (arbitrary for empty rows)."""
+    device = generator.device if generator is not None else candidates.device
+    noise = torch.rand(candidates.shape, generator=generator, device=device).to(candidates.device)
+    return noise.masked_fill(~candidates, -1.0).argmax(dim=1)
+
+
+def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[float, torch.Tensor],
+                    active: Optional[torch.Tensor] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Summed hinge over row anchors, one random semi-hard negative each.
+
+    Args:
+        sim: B x B, ``sim[a, n]``: anchor a against candidate n; the positive is ``sim[a, a]``.
+        labels: B identity labels (candidates of the anchor's identity are never negatives).
+        margins: scalar or B per-anchor margins.
+        active: optional B bool; inactive anchors contribute nothing.
+        generator: optional torch generator for the random choice.
+
+    Returns:
+        Scalar: sum over anchors with a semi-hard negative of margin - S_ap + S_an.
+    """
+    margins = torch.as_tensor(margins, dtype=sim.dtype, device=sim.device).expand(sim.size(0))
+    labels = labels.to(sim.device)
+    scores = sim.detach()
+    positive = scores.diagonal()[:, None]
+    candidates = ((labels[:, None] != labels[None, :]) & (scores > positive - margins[:, None])
+                  & (scores < positive))
+    has_negative = candidates.any(dim=1)
+    if active is not None:
+        has_negative = has_negative & active.to(sim.device)
+    chosen = _uniform_pick(candidates, generator)
+    anchors = torch.arange(sim.size(0), device=sim.device)
+    hinge = (margins - sim.diagonal() + sim[anchors, chosen]).clamp_min(0.0)
+    return (hinge * has_negative).sum()
+
+
+def bidirectional_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[float, torch.Tensor],
+                        active: Optional[torch.Tensor] = None,
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Image-anchor (rows) plus text-anchor (columns) semi-hard hinge of ``sim`` (B x B)."""
+    return (semi_hard_hinge(sim, labels, margins, active, generator)
+            + semi_hard_hinge(sim.T, labels, margins, active, generator))
+
+
+def weak_margins(sim: torch.Tensor, weak_sim: torch.Tensor, margin: float, epoch: int,
+                 warmup_epochs: int, skip: float) -> tuple:
+    """Per-pair weak margins and the mask of pairs kept: ``(margins B, active B)``."""
+    size = sim.size(0)
+    if epoch < warmup_epochs:
+        margins = torch.full((size,), margin / 2, dtype=sim.dtype, device=sim.device)
+        return margins, torch.ones(size, dtype=torch.bool, device=sim.device)
+    strong = sim.detach().diagonal().abs().clamp_min(1e-12)
+    mu = (weak_sim.detach().diagonal().abs() / strong).clamp(max=1.0)
+    margins = (mu + 1.0) * margin / 2
+    return margins, margins >= skip
+
+
+def compound_ranking_loss(sim: torch.Tensor, weak_sim: torch.Tensor, labels: torch.Tensor, epoch: int,
+                          margin: float = 0.2, beta: float = 0.1, weak_warmup_epochs: int = 5,
+                          weak_skip: float = 0.16, generator: Optional[torch.Generator] = None) -> dict:
+    """CR loss on precomputed cosine matrices.
+
+    Args:
+        sim: B x B, ``cos(image_i, text_j)`` with the paired captions.
+        weak_sim: B x B, ``cos(image_i, weak_text_j)`` with the weak-positive captions.
+        labels: B identity labels.
+        epoch: 0-based current epoch (drives the weak margin schedule).
+
+    Returns:
+        ``{"loss": strong + beta * weak, "strong": ..., "weak": ...}`` scalars.
+    """
+    strong = bidirectional_hinge(sim, labels, margin, generator=generator)
+    margins, active = weak_margins(sim, weak_sim, margin, epoch, weak_warmup_epochs, weak_skip)
+    weak = bidirectional_hinge(weak_sim, labels, margins, active, generator)
+    return {"loss": strong + beta * weak, "strong": strong, "weak": weak}
+
+
+class CompoundRankingLoss(nn.Module):
+    """CR loss on features of one type (global, parts or relation); see the module docstring."""
+
+    def __init__(self, margin: float = 0.2, beta: float = 0.1, weak_warmup_epochs: int = 5,
+                 weak_skip: float = 0.16) -> None:
+        super().__init__()
+        self.margin = margin
+        self.beta = beta
+        self.weak_warmup_epochs = weak_warmup_epochs
+        self.weak_skip = weak_skip
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, weak_text: torch.Tensor, labels: torch.Tensor,
+                epoch: int, generator: Optional[torch.Generator] = None) -> dict:
+        """image, text, weak_text: B x ... features (flattened per sample); labels: B."""
+        return compound_ranking_loss(cosine_matrix(image, text), cosine_matrix(image, weak_text), labels, epoch,
+                                     self.margin, self.beta, self.weak_warmup_epochs, self.weak_skip, generator)
+
+    def extra_repr(self) -> str:
+        return (f"margin={self.margin}, beta={self.beta}, weak_warmup_epochs={self.weak_warmup_epochs}, "
+                f"weak_skip={self.weak_skip}")

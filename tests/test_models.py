@@ -1,0 +1,290 @@
+"""Tests for ssan.models: shapes, text encoder, WAM, relation module, similarity, backbones."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import ssan.models._word_max as word_max_module
+from ssan.errors import CheckpointError, ConfigError
+from ssan.models import (
+    SSAN,
+    ArchitectureError,
+    PartRelation,
+    PretrainedWeightsError,
+    SmallCNN,
+    TextEncoder,
+    WordAttention,
+    feature_terms,
+    flatten_features,
+    global_text_max,
+    similarity,
+)
+
+SMALL = dict(num_parts=6, embed_dim=32, word_dim=16, hidden_dim=24, backbone="small", cnn_width=8, dropout=0.3)
+
+
+def small_model(vocab: int = 50, **overrides) -> SSAN:
+    torch.manual_seed(0)
+    return SSAN(vocab, **{**SMALL, **overrides})
+
+
+def random_text(batch: int, length: int, vocab: int = 50, seed: int = 0) -> tuple:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, length + 1, (batch,), generator=gen)
+    lengths[0] = length
+    tokens = torch.randint(1, vocab, (batch, length), generator=gen)
+    tokens[torch.arange(length)[None, :] >= lengths[:, None]] = 0
+    return tokens, lengths
+
+
+@pytest.mark.slow
+def test_paper_configuration_shapes():
+    model = SSAN(5000, pretrained=False).eval()
+    images = torch.randn(2, 3, 384, 128)
+    tokens, lengths = random_text(2, 30, vocab=5000)
+    with torch.no_grad():
+        assert model.backbone(images).shape == (2, 2048, 12, 4)
+        image, text = model.encode_image(images), model.encode_text(tokens, lengths)
+    for feats in (image, text):
+        assert feats["global"].shape == (2, 1024)
+        assert feats["parts"].shape == (2, 6, 1024)
+        assert feats["relation"].shape == (2, 6, 512)
+
+
+def test_text_encoder_parameter_count_matches_reference():
+    encoder = TextEncoder(5000, word_dim=512, hidden_dim=2048)
+    count = sum(p.numel() for p in encoder.parameters())
+    assert count == 2 * 5000 * 512 + 2 * 4 * 2048 * (512 + 2048) == 47_063_040
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_size_one(train):
+    model = small_model().train(train)
+    tokens, lengths = random_text(1, 5)
+    image = model.encode_image(torch.randn(1, 3, 64, 32))
+    text = model.encode_text(tokens, lengths)
+    assert image["relation"].shape == text["relation"].shape == (1, 6, 16)
+    if train:
+        (image["relation"].sum() + text["relation"].sum()).backward()
+
+
+def test_padding_and_batch_mates_change_nothing():
+    model = small_model().eval()
+    tokens, lengths = random_text(4, 9)
+    padded = F.pad(tokens, (0, 13))
+    with torch.no_grad():
+        base = model.encode_text(tokens, lengths, return_attention=True)
+        more = model.encode_text(padded, lengths, return_attention=True)
+        alone = model.encode_text(tokens[2:3, : int(lengths[2])], lengths[2:3])
+    for term in ("global", "parts", "relation"):
+        torch.testing.assert_close(base[term], more[term])
+        torch.testing.assert_close(base[term][2:3], alone[term], rtol=1e-5, atol=1e-5)
+    garbage = padded.clone()
+    garbage[torch.arange(22)[None, :] >= lengths[:, None]] = 7  # ids past a caption's end are ignored
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(garbage, lengths)["relation"], base["relation"])
+    assert more["attention"].shape == (4, 22, 6)
+    torch.testing.assert_close(more["attention"][:, :9], base["attention"])
+    mask = torch.arange(22)[None, :] < lengths[:, None]
+    assert (more["attention"][~mask] == 0).all() and (more["attention"][mask] > 0).all()
+
+
+def test_lengths_may_be_a_list_and_are_checked():
+    model = small_model().eval()
+    tokens, lengths = random_text(3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens, lengths.tolist())["global"],
+                                   model.encode_text(tokens, lengths)["global"])
+    with pytest.raises(ValueError, match="lengths"):
+        model.encode_text(tokens, torch.tensor([0, 2, 3]))
+    with pytest.raises(ValueError, match="lengths"):
+        model.encode_text(tokens, torch.tensor([7, 2, 3]))
+
+
+def test_word_features_are_the_mean_of_both_lstm_directions():
+    torch.manual_seed(4)
+    encoder = TextEncoder(20, word_dim=6, hidden_dim=5).eval()
+    tokens, lengths = random_text(3, 7, vocab=20)
+    words = encoder(tokens, lengths)
+    for b in range(3):
+        real = tokens[b : b + 1, : int(lengths[b])]
+        for path, table in (("global", encoder.global_embedding), ("part", encoder.part_embedding)):
+            states = encoder.lstm(table(real))[0][0]  # one unpadded caption: length x 2C
+            torch.testing.assert_close(words[path][b, : int(lengths[b])], (states[:, :5] + states[:, 5:]) / 2)
+            assert (words[path][b, int(lengths[b]) :] == 0).all()
+
+
+def test_global_text_max_has_zero_padding_semantics():
+    words = torch.tensor([[[-1.0, 2.0], [-3.0, 1.0], [5.0, 5.0]]])
+    mask = torch.tensor([[True, True, False]])
+    torch.testing.assert_close(global_text_max(words, mask), torch.tensor([[0.0, 2.0]]))
+
+
+def wam_loop(wam: WordAttention, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Straightforward per-sample, per-part loop, like the reference."""
+    rows = []
+    for b in range(words.size(0)):
+        e = words[b, : int(lengths[b])]
+        s = torch.sigmoid(e @ wam.score.weight.T)
+        rows.append(torch.stack([(s[:, k : k + 1] * e).max(dim=0).values for k in range(s.size(1))]))
+    return torch.stack(rows)
+
+
+def test_batched_wam_equals_per_sample_loop():
+    torch.manual_seed(1)
+    wam = WordAttention(channels=10, num_parts=4)
+    lengths = torch.tensor([5, 1, 3, 5])
+    mask = torch.arange(5)[None, :] < lengths[:, None]
+    words = torch.randn(4, 5, 10) * mask[..., None]
+    parts, attention = wam(words, mask)
+    torch.testing.assert_close(parts, wam_loop(wam, words, lengths))
+    assert attention.shape == (4, 5, 4) and (attention[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("block_elements", [1, 40, 1 << 22])
+def test_blocked_word_max_matches_the_dense_formulation(monkeypatch, block_elements):
+    monkeypatch.setattr(word_max_module, "_BLOCK_ELEMENTS", block_elements)
+    torch.manual_seed(5)
+    lengths = torch.tensor([6, 2, 4])
+    mask = torch.arange(6)[None, :] < lengths[:, None]
+    scores = torch.rand(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    words = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 4, 5, dtype=torch.float64)
+    fast = torch.autograd.grad((word_max_module.word_max(scores, words, mask) * weights).sum(), (scores, words))
+    dense = torch.autograd.grad((word_max_module.dense_word_max(scores, words, mask) * weights).sum(), (scores, words))
+    for got, expected in zip(fast, dense):
+        torch.testing.assert_close(got, expected)
+    with torch.no_grad():
+        torch.testing.assert_close(word_max_module.word_max(scores, words, mask),
+                                   word_max_module.dense_word_max(scores, words, mask))
+    assert torch.autograd.gradcheck(lambda s, w: word_max_module.word_max(s, w, mask), (scores, words))
+
+
+def relation_loop(module: PartRelation, x: torch.Tensor) -> torch.Tensor:
+    """Method section 2 steps 1-8 written per part with explicit loops."""
+    lrelu = lambda v: F.leaky_relu(v, 0.25)  # noqa: E731
+    num_parts = x.size(1)
+    p = [F.normalize(lrelu(x[:, k] @ module.part_proj.weight[k].T), dim=-1) for k in range(num_parts)]
+    c = [F.normalize(lrelu(x[:, k] @ module.context_proj.weight[k].T), dim=-1) for k in range(num_parts)]
+    ups = []
+    for k in range(num_parts):
+        scores = torch.stack([(p[j] * c[k]).sum(-1) if j != k else torch.full_like(p[j][:, 0], -1e6)
+                              for j in range(num_parts)], dim=1)
+        weights = scores.softmax(dim=1)
+        z = sum(weights[:, j : j + 1] * p[j] for j in range(num_parts))
+        ups.append(z @ module.up_proj.weight[k].T)
+    u = module.norm(torch.stack(ups, dim=2)).transpose(1, 2)
+    y = x + lrelu(u)
+    return torch.stack([y[:, k] @ module.out_proj.weight[k].T for k in range(num_parts)], dim=1)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_relation_module_follows_the_method(train):
+    torch.manual_seed(2)
+    module = PartRelation(num_parts=4, dim=8).train(train)
+    x = torch.randn(3, 4, 8)
+    torch.testing.assert_close(module(x), relation_loop(module, x), rtol=1e-5, atol=1e-5)
+    assert module(torch.randn(1, 4, 8)).shape == (1, 4, 4)
+
+
+def test_similarity_is_inner_product_of_flattened_features():
+    model = small_model().eval()
+    tokens, lengths = random_text(5, 7)
+    with torch.no_grad():
+        image = model.encode_image(torch.randn(3, 3, 64, 32))
+        text = model.encode_text(tokens, lengths, return_attention=True)
+    assert feature_terms(text) == ["global", "parts", "relation"]
+    full = similarity(image, text)
+    assert full.shape == (5, 3)
+    torch.testing.assert_close(full, flatten_features(text) @ flatten_features(image).T)
+    singles = [similarity(image, text, terms=t) for t in ("global", "parts", "relation")]
+    torch.testing.assert_close(full, sum(singles))
+    expected = F.cosine_similarity(text["parts"].flatten(1)[:, None], image["parts"].flatten(1)[None], dim=-1)
+    torch.testing.assert_close(singles[1], expected)
+    assert flatten_features(image, ["global", "relation"]).shape == (3, 32 + 6 * 16)
+    with pytest.raises(ValueError, match="valid"):
+        similarity(image, text, terms="colour")
+
+
+def test_global_only_ablation():
+    model = small_model(parts=False)
+    names = [name for name, _ in model.named_parameters()]
+    assert not any(n.startswith(("part_proj", "word_attention", "relation", "text_encoder.part")) for n in names)
+    tokens, lengths = random_text(2, 4)
+    image, text = model.encode_image(torch.randn(2, 3, 64, 32)), model.encode_text(tokens, lengths, True)
+    assert set(image) == set(text) == {"global"}
+    assert similarity(image, text).shape == (2, 2)
+
+
+def test_arch_rebuilds_the_same_model():
+    model = small_model(vocab=30)
+    rebuilt = SSAN(**model.arch)
+    assert rebuilt.arch == model.arch
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_small_backbone_size_and_map():
+    for hidden in (128, 256):
+        net = SmallCNN(width=32, out_channels=hidden)
+        assert 100_000 <= sum(p.numel() for p in net.parameters()) <= 300_000
+        assert net(torch.randn(2, 3, 64, 32)).shape == (2, hidden, 8, 4)
+
+
+def test_initialisation():
+    model = small_model(hidden_dim=64, embed_dim=128)
+    assert torch.equal(model.relation.norm.weight, torch.ones(128))
+    assert torch.equal(model.relation.norm.bias, torch.zeros(128))
+    std = model.part_proj.weight[0].std().item()
+    assert abs(std - (2 / 128) ** 0.5) < 0.2 * (2 / 128) ** 0.5  # Kaiming normal, fan_out = D
+
+
+def test_architecture_errors_are_clear():
+    with pytest.raises(ArchitectureError, match="hidden_dim=2048"):
+        SSAN(10, hidden_dim=512)
+    with pytest.raises(ValueError, match="valid: resnet50, resnet18, small"):
+        SSAN(10, backbone="vgg")
+    with pytest.raises(ConfigError, match="from scratch"):
+        SSAN(10, **{**SMALL, "pretrained": True})
+    with pytest.raises(ValueError, match="even"):
+        SSAN(10, **{**SMALL, "embed_dim": 33})
+
+
+def test_pretrained_path_loads_a_torchvision_state_dict(tmp_path):
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save({f"module.{k}": v for k, v in reference.state_dict().items()}, path)
+    model = SSAN(20, backbone="resnet18", hidden_dim=512, embed_dim=64, word_dim=16, pretrained=str(path))
+    torch.testing.assert_close(model.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    torch.testing.assert_close(model.backbone.bn1.running_mean, reference.bn1.running_mean)
+    assert model.arch["pretrained"] is False
+
+
+def test_pretrained_file_of_the_wrong_network_is_refused(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(PretrainedWeightsError, match="missing .*layer1.0.conv3.weight"):
+        SSAN(20, pretrained=str(path))
+
+
+def test_pretrained_missing_path_raises_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r"not found: .*--set model.pretrained=/path/resnet18-f37072fd.pth"):
+        SSAN(20, backbone="resnet18", hidden_dim=512, pretrained=str(tmp_path / "absent.pth"))
+
+
+def test_pretrained_true_without_network_raises_a_clear_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(PretrainedWeightsError) as info:
+        SSAN(20, pretrained=True)
+    message = str(info.value)
+    assert "resnet50-0676ba61.pth" in message and str(tmp_path / "checkpoints") in message
+    assert "--set model.pretrained=" in message
