@@ -82,6 +82,7 @@ class TrainConfig:
     select_term: str = "sum"
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 caps each epoch (benchmarks, smoke runs)
     log_every: int = 10  # steps between progress-bar updates of the loss terms
+    cpu_threads: int = 0  # torch threads when training on the CPU (0 = torch's default)
     checkpoint_every: int = 0  # also save `last` every N steps inside an epoch (0 = at epoch ends only)
 
 

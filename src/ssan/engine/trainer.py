@@ -118,6 +118,8 @@ class Trainer:
         self.config = config
         self.dist = distributed.init_distributed(device)
         self.device = pick_device(device, self.dist.local_rank)
+        if self.device.type == "cpu" and config.train.cpu_threads > 0:
+            torch.set_num_threads(config.train.cpu_threads)
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.prepared = load_prepared(data_dir)
