@@ -1,0 +1,48 @@
+"""``ssan test``: evaluate a checkpoint on a prepared split (Rank-1/5/10, mAP, mINP per term)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "evaluate a checkpoint on a prepared split: Rank-1/5/10, mAP and mINP for each feature term"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt / last.pt)")
+    parser.add_argument("--data", required=True, help="output folder of `ssan prepare`")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test; val where present)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--i2t", action="store_true", help="also report image -> text retrieval")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="encoding batch size (default: the checkpoint's data.eval_batch_size)")
+    parser.add_argument("--workers", type=int, default=0, help="image loading processes (default: 0)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    parser.add_argument("--memory-budget-mb", type=float, default=512,
+                        help="largest similarity chunk held at once, in MiB (default: 512)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssan.errors import SsanError
+    from ssan.evaluation import evaluate_checkpoint, format_metrics_table
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SsanError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.memory_budget_mb <= 0:
+        raise SsanError(f"--memory-budget-mb must be positive, got {args.memory_budget_mb}")
+    if args.device and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SsanError(f"device {args.device!r} was asked for but CUDA is not available")
+    results = evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, device=args.device, i2t=args.i2t,
+        batch_size=args.batch_size, num_workers=args.workers, memory_budget_mb=args.memory_budget_mb,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        print(format_metrics_table(results))
+    return 0
