@@ -246,8 +246,9 @@ class Trainer:
                 losses, seconds = self._train_epoch(self.epoch, self.start_step)
                 self.start_step = 0
                 self.epoch += 1
+                lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
                 self.scheduler.step()
-                row, improved = self._epoch_row(losses, seconds)
+                row, improved = self._epoch_row(losses, seconds, lr)
                 self.history.append(row)
                 self._save("last")
                 if improved:
@@ -324,12 +325,12 @@ class Trainer:
             raise _Stopped()
 
     # -------------------------------------------------------------- evaluation
-    def _epoch_row(self, losses: dict, seconds: float) -> dict:
+    def _epoch_row(self, losses: dict, seconds: float, lr: float) -> tuple:
         cfg = self.config
         pairs = self.sampler.steps_per_epoch() * cfg.data.batch_size * self.dist.world_size
         row = {
             "epoch": self.epoch,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "time_s": round(seconds, 3),
             "pairs_per_s": round(pairs / seconds, 2) if seconds > 0 else None,
         }
