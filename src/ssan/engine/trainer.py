@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ssan.config import Config, save_config
 from ssan.engine import distributed
 from ssan.engine.builders import build_criterion, build_model, training_dataset
-from ssan.engine.checkpoint import load_checkpoint, save_checkpoint, strip_prefixes
+from ssan.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint, strip_prefixes
 from ssan.engine.optim import build_optimizer, build_scheduler
 from ssan.engine.sampler import EpochSampler
 from ssan.engine.state import rng_state, seed_everything, set_rng_state, step_seed
@@ -216,10 +216,8 @@ class Trainer:
         if not path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {path}")
         state = load_checkpoint(path)
-        if list(state["vocab"]) != self.prepared.vocab.to_list():
-            raise CheckpointError(f"--resume: {path} was trained with a different vocabulary than {self.prepared.root}")
-        if dict(state["arch"]) != dict(self.model.arch):
-            raise CheckpointError(f"--resume: {path} has architecture {state['arch']}, the config gives {self.model.arch}")
+        check_compatible(state, vocab=self.prepared.vocab.to_list(), arch=self.model.arch,
+                         source=f"{path} (--resume with data {self.prepared.directory})")
         self.model.load_state_dict(strip_prefixes(state["model"]))
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
