@@ -38,6 +38,8 @@ def read_json(path: Union[str, Path]) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
+        raise DataError(f"{path}: invalid JSON: {str(exc).split(';')[0]}") from None
     except RecursionError:
         raise DataError(f"{path}: invalid JSON: nested too deeply") from None
 

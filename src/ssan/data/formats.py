@@ -13,8 +13,8 @@ Validation rules, per record (a problem names the record index and the file):
 - the record is a JSON object;
 - `split`: a non-empty string, compared case-insensitively; `train` and `test` are kept,
   anything else becomes `val` (CUHK-PEDES, RSTPReid); ICFG-PEDES accepts only train/test;
-- `id`: a non-negative integer, or a string of digits (booleans, floats and other strings are
-  refused);
+- `id`: an integer from 0 to 2**63-1 (they become int64 tensors), or a string of such digits
+  (booleans, floats and other strings are refused);
 - `captions`: a non-empty list of non-blank strings (a single string is taken as one caption);
 - image path: a non-empty relative path without `..` components, unique in the file;
 - `processed_tokens` (optional): used when it is a list of token lists with one entry per
@@ -45,6 +45,8 @@ DATASETS: Dict[str, dict] = {
 }
 IMAGE_FIELDS = ("file_path", "img_path")
 _DIGITS = re.compile(r"[0-9]+")
+MAX_ID = 2**63 - 1  # ids become int64 tensors in batches and indexes
+_MAX_ID_DIGITS = 40  # longer digit strings are refused before int() (Python limits it to 4300 digits)
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,22 @@ def _raw_image(raw: Any) -> Optional[str]:
     if isinstance(raw, dict):
         for name in IMAGE_FIELDS:
             if isinstance(raw.get(name), str) and raw[name].strip():
-                return raw[name]
+                return _printable(raw[name])
     return None
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON ``"\\ud800"``): they cannot be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, safe to write to a UTF-8 report."""
+    return text if _is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _parse_record(dataset: str, index: int, raw: Any) -> Tuple[Optional[Record], List[str], int]:
@@ -177,12 +193,12 @@ def _parse_split(dataset: str, raw: dict, reasons: List[str]) -> str:
         reasons.append("missing field 'split'")
         return ""
     if not isinstance(value, str) or not value.strip():
-        reasons.append(f"field 'split' must be a non-empty string, got {value!r}")
+        reasons.append(f"field 'split' must be a non-empty string, got {_short(value)}")
         return ""
     split = value.strip().lower()
     allowed = DATASETS[dataset]["splits"]
     if allowed is not None and split not in allowed:
-        reasons.append(f"split {value!r} is not one of {', '.join(allowed)}")
+        reasons.append(f"split {_short(value)} is not one of {', '.join(allowed)}")
     return split if split in ("train", "test") else "val"
 
 
@@ -194,18 +210,24 @@ def _parse_image(dataset: str, raw: dict, reasons: List[str]) -> str:
         return ""
     value = raw[name]
     if not isinstance(value, str) or not value.strip():
-        reasons.append(f"field {name!r} must be a non-empty string, got {value!r}")
+        reasons.append(f"field {name!r} must be a non-empty string, got {_short(value)}")
         return ""
     path = value.strip()
+    if not _is_unicode(path):
+        reasons.append(f"image path {_short(value)} is not valid Unicode (lone surrogate)")
+        return ""
+    if "\x00" in path:
+        reasons.append(f"image path {_short(value)} contains a NUL character")
+        return ""
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path):
-        reasons.append(f"image path {value!r} is absolute (must be relative to the image folder)")
+        reasons.append(f"image path {_short(value)} is absolute (must be relative to the image folder)")
         return ""
     normal = posixpath.normpath(path)
     if normal == ".." or normal.startswith("../") or "/../" in f"/{path}/":
-        reasons.append(f"image path {value!r} leaves the image folder ('..')")
+        reasons.append(f"image path {_short(value)} leaves the image folder ('..')")
         return ""
     if normal in ("", "."):
-        reasons.append(f"image path {value!r} names no file")
+        reasons.append(f"image path {_short(value)} names no file")
         return ""
     return normal
 
@@ -215,11 +237,11 @@ def _parse_id(raw: dict, reasons: List[str]) -> int:
         reasons.append("missing field 'id'")
         return -1
     value = raw["id"]
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) <= _MAX_ID_DIGITS:
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
         return value
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        return int(value.strip())
-    reasons.append(f"field 'id' must be a non-negative integer, got {value!r}")
+    reasons.append(f"field 'id' must be a non-negative integer (at most 2**63-1), got {_short(value)}")
     return -1
 
 
@@ -236,6 +258,10 @@ def _parse_captions(raw: dict, reasons: List[str]) -> List[str]:
     bad = [i for i, c in enumerate(value) if not isinstance(c, str) or not c.strip()]
     if bad:
         reasons.append(f"caption {bad[0]} is {'empty' if isinstance(value[bad[0]], str) else _kind(value[bad[0]])}")
+        return []
+    broken = [i for i, c in enumerate(value) if not _is_unicode(c)]
+    if broken:
+        reasons.append(f"caption {broken[0]} is not valid Unicode (lone surrogate)")
         return []
     return [c.strip() for c in value]
 

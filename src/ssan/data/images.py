@@ -41,6 +41,8 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         raise ImageError(path, "file not found") from None
     except OSError as exc:
         raise ImageError(path, f"{exc.strerror or exc}") from None
+    except ValueError:  # a NUL character in the name
+        raise ImageError(repr(str(path)), "invalid file name") from None
     if not path.is_file():
         raise ImageError(path, "not a regular file")
     if size == 0:

@@ -11,6 +11,10 @@ Schema (every value is a tensor, a number, a string, a list or a dict of those):
 
 Loading always uses ``torch.load(weights_only=True)``: a file that would need to
 unpickle arbitrary objects is refused before any of its code can run.
+
+Fault injection (tests of interrupted writes only; inert unless set): with the environment
+variable ``SSAN_FAULT_PAUSE=checkpoint-write:SECONDS`` every checkpoint write stops for SECONDS
+after half of its bytes are in the temporary file (flushed), so a test can kill the process there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import logging
 import os
 import pickle
 import tempfile
+import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
@@ -35,6 +41,8 @@ FORMAT = "ssan-checkpoint"
 VERSION = 1
 TRAINING_KEYS = ("criterion", "optimizer", "scheduler", "scaler", "rng")
 REQUIRED_KEYS = ("arch", "model", "vocab")
+
+FAULT_PAUSE_ENV = "SSAN_FAULT_PAUSE"
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,7 +70,7 @@ def save_checkpoint(path: PathLike, state: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            _write_payload(handle, payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -71,6 +79,34 @@ def save_checkpoint(path: PathLike, state: dict) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _fault_pause_seconds() -> float:
+    """Seconds to stop half-way through a write, from ``SSAN_FAULT_PAUSE=checkpoint-write:SECONDS``."""
+    kind, _, seconds = os.environ.get(FAULT_PAUSE_ENV, "").partition(":")
+    if kind != "checkpoint-write":
+        return 0.0
+    try:
+        return max(0.0, float(seconds))
+    except ValueError:
+        return 0.0
+
+
+def _write_payload(handle, payload: dict) -> None:
+    """``torch.save`` into ``handle``; under fault injection, pause with half the bytes written."""
+    pause = _fault_pause_seconds()
+    if not pause:
+        torch.save(payload, handle)
+        return
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    handle.write(data[: len(data) // 2])
+    handle.flush()
+    os.fsync(handle.fileno())
+    log.warning("%s: pausing %.1f s half-way through a checkpoint write", FAULT_PAUSE_ENV, pause)
+    time.sleep(pause)
+    handle.write(data[len(data) // 2:])
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -87,23 +123,28 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:
-    """Load and validate a checkpoint; every failure is a :class:`CheckpointError` naming the file."""
+    """Load and validate a checkpoint; every failure is a :class:`CheckpointError` naming the file.
+
+    The archive's CRC-32 checksums are verified first (``torch.load`` does not check them), so
+    flipped bits in the weights are reported instead of loaded.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    _verify_archive(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise CheckpointError(
             f"checkpoint {path} was refused: it needs to unpickle objects that are not plain data "
-            f"(unsafe or not an ssan checkpoint): {first}"
+            f"(unsafe or not an ssan checkpoint): {_unpickling_reason(exc)}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {first}") from None
+    except Exception as exc:  # a damaged archive makes torch raise almost any type
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {_first_line(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ssan checkpoint (no '{FORMAT}' format marker)")
     if state.get("version") != VERSION:
@@ -111,7 +152,64 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    _check_schema(state, path)
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """The specific line of torch's refusal (e.g. the blocked global), not its generic advice."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    specific = [line for line in lines if "nsupported" in line or "GLOBAL" in line]
+    return specific[0] if specific else _first_line(exc)
+
+
+def _verify_archive(path: Path) -> None:
+    """Check every member's CRC-32 when ``path`` is a zip archive (what ``torch.save`` writes).
+
+    ``torch.save`` stores members uncompressed, so a compressed member is refused: it bounds the
+    work here by the file size (no zip bomb).
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # not an archive: torch.load reports what it is
+        with zipfile.ZipFile(path) as archive:
+            packed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                raise CheckpointError(f"checkpoint {path} is not a torch.save file (compressed member {packed[0]})")
+            bad = archive.testzip()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, OSError, struct.error, ...
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {_first_line(exc)}") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupted: checksum mismatch in {bad}")
+
+
+def _check_schema(state: dict, path: Path) -> None:
+    """The types that the rest of ssan relies on: arch dict, model dict of tensors, vocab strings, a
+    config that :class:`ssan.config.Config` accepts."""
+    problems = []
+    if not isinstance(state["arch"], dict) or not all(isinstance(k, str) for k in state["arch"]):
+        problems.append("'arch' is not a dict of named arguments")
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()):
+        problems.append("'model' is not a dict of named tensors")
+    if not isinstance(state["vocab"], list) or not all(isinstance(w, str) for w in state["vocab"]):
+        problems.append("'vocab' is not a list of words")
+    if state.get("config") is not None:
+        from ssan.config import Config
+
+        try:
+            Config.from_dict(state["config"])
+        except Exception as exc:  # ConfigError, or a type error on a malformed value
+            problems.append(f"its 'config' is invalid ({_first_line(exc)})")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is malformed: {'; '.join(problems)}")
 
 
 def inference_state(state: dict) -> dict:
@@ -120,22 +218,65 @@ def inference_state(state: dict) -> dict:
 
 
 def model_from_checkpoint(state: dict, device: Union[str, torch.device] = "cpu", source: str = "checkpoint"):
-    """Build the model described by ``state['arch']`` and load its weights strictly."""
+    """Build the model described by ``state['arch']`` and load its weights strictly.
+
+    The architecture is first checked against the weights' sizes, then built on the ``meta``
+    device (no memory) and compared with the weights, so a hostile or mismatched ``arch`` is
+    refused before anything is allocated.
+    """
     from ssan.models import SSAN
 
     arch = dict(state["arch"])
     arch["pretrained"] = False  # the checkpoint carries every weight
-    try:
-        model = SSAN(**arch)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: cannot build the model from its architecture {arch}: {exc}") from None
     weights = strip_prefixes(state["model"])
+    oversized = _oversized_arguments(arch, weights)
+    if oversized:
+        raise CheckpointError(f"{source}: its architecture does not fit its weights ({oversized})")
+    try:
+        with torch.device("meta"):
+            skeleton = SSAN(**arch)
+    except Exception as exc:  # the arch is data from a file: any constructor failure is its fault
+        raise CheckpointError(f"{source}: cannot build the model from its architecture {arch}: {exc}") from None
+    mismatch = _shape_mismatch(skeleton.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(f"{source}: weights do not match the architecture: {mismatch}")
+    model = SSAN(**arch)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise CheckpointError(f"{source}: weights do not match the architecture: {' '.join(lines[1:3])}") from None
     return model.to(device).eval()
+
+
+def _oversized_arguments(arch: dict, weights: dict) -> str:
+    """Integer arguments larger than every weight dimension in the file (each sizes some weight).
+
+    Checked before building anything: a crafted ``num_parts=10**7`` would otherwise take minutes
+    even on the ``meta`` device.
+    """
+    largest = max((max(t.shape) for t in weights.values() if t.dim()), default=0)
+    return "; ".join(
+        f"{key}={value} exceeds the largest weight dimension in the file ({largest})"
+        for key, value in arch.items()
+        if isinstance(value, int) and not isinstance(value, bool) and value > largest
+    )
+
+
+def _shape_mismatch(expected: dict, weights: dict, limit: int = 3) -> str:
+    """Missing / unexpected keys and shape differences, described in a few words ('' if none)."""
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [f"{k} {tuple(weights[k].shape)} in the file vs {tuple(v.shape)} for the architecture"
+              for k, v in expected.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing keys {', '.join(missing[:limit])}{' ...' if len(missing) > limit else ''}")
+    if unexpected:
+        parts.append(f"unexpected keys {', '.join(unexpected[:limit])}{' ...' if len(unexpected) > limit else ''}")
+    if shapes:
+        parts.append(f"shape {'; '.join(shapes[:limit])}{' ...' if len(shapes) > limit else ''}")
+    return "; ".join(parts)
 
 
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[Any, Any, dict]:
