@@ -19,7 +19,6 @@ from ssan.engine.trainer import Trainer
 from ssan.errors import CheckpointError, ConfigError
 
 
-
 # ------------------------------------------------------------------ config
 def test_presets_load_and_round_trip():
     for name in ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth"):
