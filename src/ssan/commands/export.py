@@ -1,0 +1,40 @@
+"""``ssan export``: export the image and text encoders to ONNX, checked with onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "export the encoders to ONNX (verified against PyTorch with onnxruntime)"
+
+TOLERANCE = 1e-4  # largest accepted |onnx - torch|, relative to the output's scale max(1, max |torch|)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="trained checkpoint")
+    parser.add_argument("--out", required=True, help="folder for image.onnx, text.onnx and meta.json")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssan.errors import SsanError
+
+    try:
+        from ssan.export import export_onnx
+    except ImportError:
+        raise SsanError("export needs onnx and onnxruntime: pip install 'ssan[export]'") from None
+    meta = export_onnx(args.checkpoint, args.out, opset=args.opset, verify=not args.no_verify)
+    print(f"exported to {args.out}: image.onnx, text.onnx, meta.json (opset {args.opset})")
+    if meta["parity"] is None:
+        return 0
+    print("max |onnx - torch| per output (and relative to max |torch|):")
+    worst = 0.0
+    for name, diff in meta["parity"].items():
+        relative = diff / max(1.0, meta["parity_scale"][name])
+        worst = max(worst, relative)
+        print(f"  {name:<16} {diff:.3e}  (relative {relative:.1e})")
+    if worst > TOLERANCE:
+        print(f"parity check FAILED: relative difference {worst:.1e} > {TOLERANCE:.0e}")
+        return 1
+    print(f"parity check passed (relative differences <= {TOLERANCE:.0e})")
+    return 0

@@ -1,0 +1,70 @@
+"""``ssan search``: rank an indexed gallery against a free-text description."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "search an index with a text description (top-k paths, scores, word attention per body part)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", required=True, help="index folder written by `ssan index`")
+    parser.add_argument("query", help="description of the person, in quotes")
+    parser.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="number of results (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
+    parser.add_argument("--sheet", help="write a picture of the results (PNG) here")
+    parser.add_argument("--attention", help="write the per-part word attention heat map (PNG) here")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the text encoder on")
+    parser.add_argument("--onnx", help="folder of `ssan export` (onnx backend; default: INDEX/onnx)")
+    parser.add_argument("--checkpoint", help="use this checkpoint instead of the one recorded in the index")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda ... (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and FAISS (default: theirs; 1 suits busy machines)")
+
+
+def format_answer(answer: dict, words_per_part: int = 4) -> str:
+    """The answer as terminal text: results table, unknown words, top words per body part."""
+    from ssan.search import top_words
+
+    lines = [f"query: {answer['query'] if len(answer['query']) <= 200 else answer['query'][:200] + '...'}"]
+    if answer["unknown_words"]:
+        lines.append(f"unknown words (ignored): {', '.join(dict.fromkeys(answer['unknown_words']))}")
+    if answer["truncated"]:
+        lines.append(f"the query was cut to its first {len(answer['tokens'])} words")
+    lines.append(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
+    for r in answer["results"]:
+        identity = "-" if r["id"] is None else str(r["id"])
+        lines.append(f"{r['rank']:>4}  {r['score']:7.4f}  {identity:>6}  {r['path']}")
+    if answer["attention"]:
+        lines.append("word attention per body part (stripes top to bottom), most attended words:")
+        for part, pairs in top_words(answer["attention"], words_per_part).items():
+            listing = ", ".join(f"{word} {weight:.2f}" for word, weight in pairs)
+            lines.append(f"  {part.replace('_', ' ')}: {listing}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ssan.search import Searcher
+
+    searcher = Searcher(args.index, backend=args.backend, device=args.device, checkpoint=args.checkpoint,
+                        onnx_dir=args.onnx, threads=args.threads)
+    answer = searcher.search(args.query, k=args.k)
+    print(json.dumps(answer, indent=1, ensure_ascii=False) if args.json else format_answer(answer))
+    if args.sheet:
+        from ssan.viz import retrieval_sheet
+
+        results = [(r["path"], None, r["score"]) for r in answer["results"]]
+        retrieval_sheet([{"caption": args.query, "results": results}], args.sheet, top_k=args.k)
+        if not args.json:
+            print(f"results sheet: {args.sheet}")
+    if args.attention and answer["attention"]:
+        from ssan.viz import attention_picture
+
+        weights = np.array([[w for _, w in pairs] for pairs in answer["attention"].values()])
+        attention_picture(answer["tokens"], weights, args.attention, title=args.query)
+        if not args.json:
+            print(f"attention picture: {args.attention}")
+    return 0

@@ -1,0 +1,312 @@
+"""ONNX export of SSAN's image and text encoders, and onnxruntime encoders for search.
+
+``export_onnx(checkpoint, out_dir)`` writes::
+
+    image.onnx   images (B x 3 x H x W float32) -> global, parts, relation
+    text.onnx    tokens (B x L int64, right-padded with 0), lengths (B int64)
+                 -> global, parts, relation, attention (B x L x K, 0 at padding)
+    meta.json    format, fingerprint, checkpoint, arch, vocab, input size, outputs, parity
+
+Batch and caption length are dynamic. The model's text encoder runs its
+bidirectional LSTM on packed sequences, which ONNX cannot express; the export
+uses :class:`ExportTextEncoder`, an equivalent graph: the forward direction runs
+on the padded batch (right padding comes after every real word, so real
+positions are unaffected), and the backward direction runs a unidirectional
+LSTM with the reverse weights over each caption reversed *within its length*
+(a gather), whose output is reversed back the same way. Padding positions hold
+garbage that the masks of the max-pool and of the WAM discard, exactly as the
+packed model ignores them. Parity with PyTorch is checked with onnxruntime on
+inputs of other batch sizes and lengths than the tracing ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssan.errors import SsanError
+from ssan.models import LEAKY_SLOPE, global_text_max
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ssan-onnx"
+VERSION = 1
+IMAGE_FILE = "image.onnx"
+TEXT_FILE = "text.onnx"
+META_FILE = "meta.json"
+TERMS_WITH_PARTS = ("global", "parts", "relation")
+
+
+def _reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the first ``lengths[b]`` steps of each row of ``x`` (B x L x C); padding stays put."""
+    positions = torch.arange(x.size(1), device=x.device).unsqueeze(0)  # 1 x L
+    lengths = lengths.to(x.device).unsqueeze(1)  # B x 1
+    index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # B x L
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.size(2)))
+
+
+def _one_direction(lstm: nn.LSTM, suffix: str) -> nn.LSTM:
+    """A unidirectional copy of one direction (``""`` or ``"_reverse"``) of a 1-layer LSTM."""
+    bias = lstm.bias
+    single = nn.LSTM(lstm.input_size, lstm.hidden_size, num_layers=1, bias=bias, batch_first=True)
+    names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if bias else [])
+    with torch.no_grad():
+        for name in names:
+            getattr(single, name).copy_(getattr(lstm, name + suffix))
+    return single.to(lstm.weight_ih_l0.device).eval()
+
+
+class ExportTextEncoder(nn.Module):
+    """SSAN's ``encode_text(..., return_attention=True)`` as an ONNX-exportable graph.
+
+    Shares every layer with ``model`` except the LSTM, split into two unidirectional copies.
+
+    Args:
+        model: an SSAN (eval mode; its text encoder is a single-layer bidirectional LSTM).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        encoder = model.text_encoder
+        if encoder.lstm.num_layers != 1 or not encoder.lstm.bidirectional or not encoder.lstm.batch_first:
+            raise SsanError("ONNX export expects the text encoder's single-layer bidirectional batch-first LSTM")
+        self.global_embedding = encoder.global_embedding
+        self.part_embedding = encoder.part_embedding
+        self.forward_lstm = _one_direction(encoder.lstm, "")
+        self.backward_lstm = _one_direction(encoder.lstm, "_reverse")
+        self.hidden_dim = encoder.hidden_dim
+        self.global_proj = model.global_proj
+        self.parts = model.parts
+        if model.parts:
+            self.part_proj = model.part_proj
+            self.word_attention = model.word_attention
+            self.relation = model.relation
+
+    def words(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """B x L x E embeddings -> B x L x C word features (mean of both directions, real positions)."""
+        zeros = embedded.new_zeros(1, embedded.size(0), self.hidden_dim)
+        forward, _ = self.forward_lstm(embedded, (zeros, zeros))
+        backward, _ = self.backward_lstm(_reverse_within(embedded, lengths), (zeros, zeros))
+        return (forward + _reverse_within(backward, lengths)) / 2
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """tokens: B x L int64 (0-padded), lengths: B int64 -> (global, parts, relation, attention)."""
+        mask = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
+        paths = [self.global_embedding(tokens)]
+        if self.parts:
+            paths.append(self.part_embedding(tokens))
+        words = self.words(torch.cat(paths, dim=0), lengths.repeat(len(paths)))
+        chunks = words.chunk(len(paths), dim=0)
+        global_feat = self.global_proj(global_text_max(chunks[0], mask))
+        if not self.parts:
+            return (global_feat,)
+        part_words, attention = self.word_attention(chunks[1], mask)
+        parts = F.leaky_relu(self.part_proj(part_words), LEAKY_SLOPE)
+        return global_feat, parts, self.relation(parts), attention
+
+
+def stripe_windows(height: int, num_parts: int) -> list:
+    """Row windows ``[(start, end), ...]`` of ``adaptive_max_pool2d(x, (num_parts, 1))`` on ``height`` rows."""
+    return [((k * height) // num_parts, -((-(k + 1) * height) // num_parts)) for k in range(num_parts)]
+
+
+class ExportImageEncoder(nn.Module):
+    """``encode_image`` returning a tuple (global[, parts, relation]) for export.
+
+    The horizontal stripes are max-pooled over explicit row windows (those of
+    ``adaptive_max_pool2d``), which ONNX supports whatever the map height; the input
+    size is fixed at export, so the windows are constants of the graph.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        model = self.model
+        fmap = model.backbone(images)  # B x C x h x w
+        global_feat = model.global_proj(fmap.amax(dim=(2, 3)))
+        if not model.parts:
+            return (global_feat,)
+        windows = stripe_windows(int(fmap.shape[2]), model.num_parts)
+        stripes = torch.stack([fmap[:, :, start:end, :].amax(dim=(2, 3)) for start, end in windows], dim=1)
+        parts = F.leaky_relu(model.part_proj(stripes), LEAKY_SLOPE)
+        return global_feat, parts, model.relation(parts)
+
+
+def _onnx_export(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+
+
+def _sample_text(vocab_size: int, lengths: list, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        tokens[row, :length] = torch.randint(1, vocab_size, (length,), generator=generator)
+    return tokens, torch.tensor(lengths, dtype=torch.long)
+
+
+def _output_names(parts: bool, text: bool) -> list:
+    names = list(TERMS_WITH_PARTS) if parts else ["global"]
+    return names + (["attention"] if text and parts else [])
+
+
+def _export_graphs(model, out_dir: Path, height: int, width: int, max_length: int, opset: int) -> None:
+    image_out = _output_names(model.parts, text=False)
+    text_out = _output_names(model.parts, text=True)
+    images = torch.randn(2, 3, height, width)
+    axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in image_out}}
+    _onnx_export(ExportImageEncoder(model).eval(), (images,), out_dir / IMAGE_FILE, ["images"], image_out, axes, opset)
+    length = min(max_length, 6)
+    tokens, lengths = _sample_text(model.arch["vocab_size"], [length, max(1, length - 2)], seed=0)
+    axes = {"tokens": {0: "batch", 1: "length"}, "lengths": {0: "batch"},
+            **{name: {0: "batch"} for name in text_out}}
+    if "attention" in axes:
+        axes["attention"] = {0: "batch", 1: "length"}
+    _onnx_export(ExportTextEncoder(model).eval(), (tokens, lengths), out_dir / TEXT_FILE, ["tokens", "lengths"],
+                 text_out, axes, opset)
+
+
+def verify_parity(model, encoders, height: int, width: int, max_length: int, seed: int = 1) -> Tuple[dict, dict]:
+    """Compare onnxruntime with PyTorch on fresh inputs (other batch sizes and lengths than traced).
+
+    Returns:
+        (max |onnx - torch| per output, max |torch| per output: the scale of each output).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(3, 3, height, width, generator=generator) * 2 - 1
+    length = min(max_length, 12)
+    tokens, lengths = _sample_text(model.arch["vocab_size"], [length, max(1, length - 3), 1], seed)
+    with torch.inference_mode():
+        want = {"image": model.encode_image(images), "text": model.encode_text(tokens, lengths, return_attention=True)}
+    got = {"image": encoders.image(images), "text": encoders.text(tokens, lengths)}
+    diffs, scales = {}, {}
+    for side, feats in want.items():
+        for key, value in feats.items():
+            diffs[f"{side}/{key}"] = float((got[side][key] - value.float()).abs().max())
+            scales[f"{side}/{key}"] = float(value.abs().max())
+    return diffs, scales
+
+
+def export_onnx(checkpoint: Union[str, Path], out_dir: Union[str, Path], opset: int = 17, verify: bool = True) -> dict:
+    """Export a checkpoint's encoders to ONNX and check them with onnxruntime.
+
+    Returns:
+        the meta dict written to ``out_dir/meta.json`` (``"parity"``: max abs diff per output,
+        ``"parity_scale"``: max abs value of the PyTorch output, for relative errors).
+    """
+    from ssan.engine.checkpoint import checkpoint_fingerprint, load_model
+    from ssan.search.encoders import data_settings
+
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    model, vocab, state = load_model(checkpoint, device="cpu")
+    height, width, max_length = data_settings(state)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _export_graphs(model, out_dir, height, width, max_length, opset)
+    meta = {
+        "format": FORMAT, "version": VERSION, "fingerprint": checkpoint_fingerprint(state),
+        "checkpoint": str(checkpoint), "arch": dict(model.arch), "vocab": vocab.to_list(),
+        "input": {"height": height, "width": width, "mean": [0.5] * 3, "std": [0.5] * 3},
+        "max_length": max_length, "opset": opset,
+        "outputs": {"image": _output_names(model.parts, False), "text": _output_names(model.parts, True)},
+        "parity": None, "parity_scale": None,
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    if verify:
+        meta["parity"], meta["parity_scale"] = verify_parity(model, OnnxEncoders(out_dir), height, width, max_length)
+        (out_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    log.debug("exported %s to %s", checkpoint, out_dir)
+    return meta
+
+
+def read_export_meta(onnx_dir: Union[str, Path]) -> dict:
+    """Read and check the ``meta.json`` of an export folder."""
+    path = Path(onnx_dir) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SsanError(f"cannot read ONNX export description {path}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise SsanError(f"{path} is not an ssan ONNX export (version {VERSION})")
+    return meta
+
+
+def _session(path: Path, providers: list, threads: Optional[int] = None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SsanError("the onnx backend needs onnxruntime: pip install 'ssan[export]'") from None
+    if not path.is_file():
+        raise SsanError(f"ONNX model {path} not found; run `ssan export`")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+class OnnxEncoders:
+    """The exported encoders on onnxruntime, with the interface of the torch encoders.
+
+    Args:
+        onnx_dir: folder written by :func:`export_onnx`.
+        device: ``cpu``, or ``cuda`` to prefer onnxruntime's CUDA provider when installed.
+        threads: onnxruntime intra-op threads (None: its default, one per core).
+    """
+
+    backend = "onnx"
+
+    def __init__(self, onnx_dir: Union[str, Path], device: str = "cpu", threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        onnx_dir = Path(onnx_dir)
+        self.meta = read_export_meta(onnx_dir)
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.image_session = _session(onnx_dir / IMAGE_FILE, providers, threads)
+        self.text_session = _session(onnx_dir / TEXT_FILE, providers, threads)
+
+    def image(self, images) -> dict:
+        """images: B x 3 x H x W (tensor or array) -> feature dict of CPU tensors."""
+        feed = {"images": np.ascontiguousarray(_numpy(images), dtype=np.float32)}
+        values = self.image_session.run(self.meta["outputs"]["image"], feed)
+        return {name: torch.from_numpy(v) for name, v in zip(self.meta["outputs"]["image"], values)}
+
+    def text(self, tokens, lengths) -> dict:
+        """tokens: B x L ids (0-padded), lengths: B -> feature dict (+ "attention")."""
+        feed = {"tokens": np.ascontiguousarray(_numpy(tokens), dtype=np.int64),
+                "lengths": np.ascontiguousarray(_numpy(lengths), dtype=np.int64)}
+        values = self.text_session.run(self.meta["outputs"]["text"], feed)
+        return {name: torch.from_numpy(v) for name, v in zip(self.meta["outputs"]["text"], values)}
+
+
+def _numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def load_onnx_encoders(onnx_dir: Union[str, Path], device: str = "cpu", threads: Optional[int] = None):
+    """(OnnxEncoders, EncoderInfo) from an export folder."""
+    from ssan.data.vocab import Vocabulary
+    from ssan.search.encoders import EncoderInfo
+
+    encoders = OnnxEncoders(onnx_dir, device=device, threads=threads)
+    meta = encoders.meta
+    info = EncoderInfo(
+        fingerprint=meta["fingerprint"], vocab=Vocabulary(meta["vocab"]), height=int(meta["input"]["height"]),
+        width=int(meta["input"]["width"]), max_length=int(meta["max_length"]),
+        checkpoint=meta["checkpoint"], arch=meta["arch"], backend="onnx",
+    )
+    return encoders, info

@@ -1,0 +1,151 @@
+"""The search web service: a FastAPI app over a :class:`ssan.search.Searcher`.
+
+Routes: ``POST /api/search``, ``GET /api/images/{image_id}`` (indexed images
+only, by their integer id: nothing else on disk can be reached), ``GET /``
+(the page), ``GET /static/...`` (its script and style), ``GET /healthz`` and
+the OpenAPI schema FastAPI generates (``/openapi.json``, ``/docs``).
+
+Bodies over ``max_body_bytes`` are refused with 413 before any route runs;
+malformed input gets 422 (pydantic), unusable queries 400; every error is
+JSON ``{"detail": ...}``. The searcher is loaded once by the caller and shared;
+routes are plain functions run in FastAPI's thread pool and the searcher
+serialises model calls, so concurrent requests are safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from ssan.errors import SsanError
+from ssan.search.errors import QueryError
+from ssan.search.limits import BodyLimitMiddleware
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+_IMAGE_ID = re.compile(r"[0-9]{1,12}")
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; object-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class SearchRequest(BaseModel):
+    """Body of ``POST /api/search``; anything else (extra keys, wrong types) gets 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="free-text description")
+    k: int = Field(10, ge=1, le=MAX_K, description="number of results")
+
+
+class SearchResult(BaseModel):
+    rank: int
+    image_id: int = Field(..., description="fetch the picture at /api/images/{image_id}")
+    score: float = Field(..., description="SSAN similarity (sum of three cosines, at most 3)")
+    id: Optional[int] = Field(None, description="identity, when the gallery came with identities")
+    name: str = Field(..., description="the image's path inside its gallery")
+    url: str
+
+
+class SearchResponse(BaseModel):
+    query: str
+    k: int
+    results: List[SearchResult]
+    tokens: List[str] = Field(..., description="the words the model saw, in order")
+    unknown_words: List[str] = Field(..., description="words missing from the vocabulary (ignored)")
+    truncated: bool = Field(..., description="true when the query had more words than the model reads")
+    attention: Dict[str, List[Tuple[str, float]]] = Field(..., description="per body part: [word, weight]")
+
+
+def _to_response(answer: dict) -> dict:
+    results = [
+        {
+            "rank": r["rank"],
+            "image_id": r["image_id"],
+            "score": r["score"],
+            "id": r["id"],
+            "name": r.get("name") or Path(r["path"]).name,
+            "url": f"/api/images/{r['image_id']}",
+        }
+        for r in answer["results"]
+    ]
+    return {
+        "query": answer["query"],
+        "k": answer["k"],
+        "results": results,
+        "tokens": answer["tokens"],
+        "unknown_words": answer["unknown_words"],
+        "truncated": answer.get("truncated", False),
+        "attention": answer.get("attention", {}),
+    }
+
+
+def create_app(searcher, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    """The FastAPI application.
+
+    Args:
+        searcher: an object with ``search(query, k) -> dict`` (raising QueryError on unusable
+            queries), ``image_file(image_id) -> Path | None`` and ``describe() -> dict``; normally
+            a :class:`ssan.search.Searcher`.
+        max_body_bytes: larger request bodies get 413 before any route runs.
+    """
+    app = FastAPI(
+        title="ssan search", description="Search a gallery of person images with a free-text description."
+    )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(SsanError)
+    async def ssan_error(request, exc: SsanError):
+        status = 400 if isinstance(exc, QueryError) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    @app.post("/api/search", response_model=SearchResponse)
+    def search(request: SearchRequest):
+        """Rank the gallery against the description; also returns the per-part word attention."""
+        return _to_response(searcher.search(request.query, k=request.k))
+
+    @app.get("/api/images/{image_id}", responses={404: {"description": "no indexed image with this id"}})
+    def image(image_id: str):
+        """An indexed image, by its integer id from the search results (nothing else is served)."""
+        path = searcher.image_file(int(image_id)) if _IMAGE_ID.fullmatch(image_id) else None
+        if path is None:
+            return JSONResponse({"detail": "no such image"}, status_code=404)
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/healthz")
+    def healthz():
+        """Liveness and what is being served."""
+        return {"status": "ok", **searcher.describe()}
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    return app

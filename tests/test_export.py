@@ -1,0 +1,165 @@
+"""ONNX export: parity with PyTorch, the export-friendly LSTM, onnx-backed search."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from ssan.export import ExportTextEncoder, _reverse_within, export_onnx, stripe_windows  # noqa: E402
+from ssan.search import GalleryIndex, GalleryIndexError, Searcher  # noqa: E402
+
+PARITY = 1e-4
+
+
+def save_random_checkpoint(path: Path, prepared_dir: Path, seed: int, **arch) -> Path:
+    """An untrained tiny SSAN in the checkpoint schema (parity needs no training)."""
+    from ssan.config import load_config
+    from ssan.data import load_prepared
+    from ssan.engine.checkpoint import save_checkpoint
+    from ssan.models import SSAN
+
+    prepared = load_prepared(prepared_dir)
+    torch.manual_seed(seed)
+    kwargs = {"embed_dim": 32, "word_dim": 16, "hidden_dim": 32, "backbone": "small", "cnn_width": 8, **arch}
+    model = SSAN(len(prepared.vocab), **kwargs)
+    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
+             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
+             "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
+    return save_checkpoint(path, state)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared_synth, tmp_path_factory):
+    return save_random_checkpoint(tmp_path_factory.mktemp("export") / "random.pt", prepared_synth, seed=3)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    return out, export_onnx(checkpoint, out)
+
+
+def test_reverse_within_length_is_its_own_inverse():
+    x = torch.arange(2 * 5 * 1, dtype=torch.float).view(2, 5, 1)
+    lengths = torch.tensor([5, 3])
+    reversed_ = _reverse_within(x, lengths)
+    assert reversed_[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert reversed_[1, :, 0].tolist() == [7, 6, 5, 8, 9]
+    assert torch.equal(_reverse_within(reversed_, lengths), x)
+
+
+@pytest.mark.parametrize("height", [3, 4, 7, 8, 12])
+def test_stripe_windows_match_adaptive_max_pool(height):
+    x = torch.randn(2, 5, height, 3)
+    expected = torch.nn.functional.adaptive_max_pool2d(x, (6, 1)).flatten(2)
+    got = torch.stack([x[:, :, s:e, :].amax(dim=(2, 3)) for s, e in stripe_windows(height, 6)], dim=2)
+    assert torch.equal(expected, got)
+
+
+def test_export_friendly_text_encoder_equals_packed_lstm(checkpoint):
+    from ssan.engine.checkpoint import load_model
+
+    model, _, _ = load_model(checkpoint)
+    wrapper = ExportTextEncoder(model).eval()
+    tokens = torch.zeros(4, 9, dtype=torch.long)
+    lengths = torch.tensor([9, 4, 1, 6])
+    for row, length in enumerate(lengths.tolist()):
+        tokens[row, :length] = torch.randint(1, model.arch["vocab_size"], (length,))
+    with torch.no_grad():
+        want = model.encode_text(tokens, lengths, return_attention=True)
+        got = dict(zip(("global", "parts", "relation", "attention"), wrapper(tokens, lengths)))
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
+
+
+def test_export_parity_and_meta(exported, checkpoint):
+    out, meta = exported
+    assert (out / "image.onnx").is_file() and (out / "text.onnx").is_file()
+    on_disk = json.loads((out / "meta.json").read_text())
+    assert on_disk["fingerprint"] == meta["fingerprint"] and on_disk["input"]["height"] == 64
+    assert on_disk["vocab"][0] == "<pad>" and on_disk["arch"]["embed_dim"] == 32
+    assert set(meta["parity"]) == {"image/global", "image/parts", "image/relation", "text/global", "text/parts",
+                                   "text/relation", "text/attention"}
+    assert max(meta["parity"].values()) < PARITY, meta["parity"]
+    assert set(meta["parity_scale"]) == set(meta["parity"]) and all(v > 0 for v in meta["parity_scale"].values())
+
+
+def test_onnx_dynamic_batch_and_length(exported, checkpoint):
+    from ssan.engine.checkpoint import load_model
+    from ssan.export import OnnxEncoders
+
+    out, _ = exported
+    model, _, _ = load_model(checkpoint)
+    encoders = OnnxEncoders(out)
+    for batch, length in [(1, 1), (5, 40), (7, 3)]:
+        tokens = torch.randint(1, model.arch["vocab_size"], (batch, length))
+        lengths = torch.randint(1, length + 1, (batch,))
+        got = encoders.text(tokens, lengths)
+        with torch.no_grad():
+            want = model.encode_text(tokens, lengths, return_attention=True)
+        for key in want:
+            assert float((got[key] - want[key]).abs().max()) < PARITY, (batch, length, key)
+        images = torch.rand(batch, 3, 64, 32) * 2 - 1
+        with torch.no_grad():
+            want_image = model.encode_image(images)
+        got_image = encoders.image(images)
+        assert all(float((got_image[k] - v).abs().max()) < PARITY for k, v in want_image.items())
+
+
+def test_global_only_model_exports(prepared_synth, tmp_path):
+    checkpoint = save_random_checkpoint(tmp_path / "global.pt", prepared_synth, seed=4, parts=False)
+    meta = export_onnx(checkpoint, tmp_path / "onnx")
+    assert meta["outputs"] == {"image": ["global"], "text": ["global"]}
+    assert max(meta["parity"].values()) < PARITY
+
+
+def test_onnx_backend_search_matches_torch(exported, checkpoint, synth_root, tmp_path):
+    out, _ = exported
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:8]:
+        shutil.copy(image, gallery / image.name)
+    GalleryIndex.build(tmp_path / "idx", checkpoint, images=gallery, progress=False)
+    with pytest.raises(GalleryIndexError, match="ssan export"):
+        Searcher(tmp_path / "idx", backend="onnx")
+    shutil.copytree(out, tmp_path / "idx" / "onnx")
+    torch_answer = Searcher(tmp_path / "idx").search("a man in a black coat", k=8)
+    onnx_answer = Searcher(tmp_path / "idx", backend="onnx").search("a man in a black coat", k=8)
+    assert [r["path"] for r in onnx_answer["results"]] == [r["path"] for r in torch_answer["results"]]
+    np.testing.assert_allclose([r["score"] for r in onnx_answer["results"]],
+                               [r["score"] for r in torch_answer["results"]], atol=1e-5)
+    onnx_index = GalleryIndex.build(tmp_path / "idx_onnx", None, images=gallery, backend="onnx", onnx_dir=out,
+                                    progress=False)
+    torch_index = GalleryIndex.load(tmp_path / "idx")
+    np.testing.assert_allclose(np.asarray(onnx_index.features), np.asarray(torch_index.features), atol=1e-5)
+
+
+def test_onnx_export_refused_for_another_checkpoint(exported, prepared_synth, synth_root, tmp_path):
+    out, _ = exported
+    other = save_random_checkpoint(tmp_path / "other.pt", prepared_synth, seed=9)
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    image = next(p for p in (synth_root / "imgs").rglob("*") if p.is_file())
+    shutil.copy(image, gallery / image.name)
+    GalleryIndex.build(tmp_path / "idx", other, images=gallery, progress=False)
+    with pytest.raises(GalleryIndexError, match="ONNX export"):
+        Searcher(tmp_path / "idx", backend="onnx", onnx_dir=out)
+
+
+def test_cli_export_prints_parity(checkpoint, tmp_path, capsys):
+    import argparse
+
+    from ssan.commands import export as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.run(parser.parse_args(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")])) == 0
+    text = capsys.readouterr().out
+    assert "text/attention" in text and "parity check passed" in text

@@ -1,0 +1,91 @@
+"""Pictures: retrieval sheets, training curves and word-attention maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssan.errors import SsanError
+from ssan.viz import (
+    MATCH_COLOUR,
+    MISS_COLOUR,
+    _group_series,
+    attention_picture,
+    retrieval_sheet,
+    training_curves,
+)
+
+
+def _person(colour) -> Image.Image:
+    return Image.new("RGB", (32, 64), colour)
+
+
+def _colour_pixels(path, hex_colour: str, tolerance: int = 30) -> int:
+    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int((np.abs(pixels - rgb).max(axis=-1) <= tolerance).sum())
+
+
+def test_retrieval_sheet_frames_matches_green_and_misses_red(tmp_path):
+    image_file = tmp_path / "person.png"
+    _person((40, 40, 200)).save(image_file)
+    queries = [
+        {"caption": "a man in a blue shirt and black trousers carrying a very long description " * 3,
+         "results": [(image_file, True, 2.5), (_person((200, 200, 200)), False, 1.9), (_person((9, 9, 9)), None, 1.2)]},
+        {"caption": "a woman", "results": [(_person((250, 250, 0)), False, 0.7)]},
+    ]
+    out = retrieval_sheet(queries, tmp_path / "sheets" / "sheet.png", top_k=10)
+    assert out.is_file()
+    assert _colour_pixels(out, MATCH_COLOUR) > 50
+    assert _colour_pixels(out, MISS_COLOUR) > 100
+    plain = retrieval_sheet([{"caption": "x", "results": [(_person((9, 9, 9)), None, 0.1)]}], tmp_path / "p.png")
+    assert _colour_pixels(plain, MATCH_COLOUR) == 0 and _colour_pixels(plain, MISS_COLOUR) == 0
+
+
+def test_retrieval_sheet_respects_top_k_and_survives_unreadable_files(tmp_path, caplog):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    results = [(broken, False, 1.0)] + [(_person((i * 20, 0, 0)), False, 0.5) for i in range(8)]
+    small = retrieval_sheet([{"caption": "q", "results": results}], tmp_path / "k2.png", top_k=2)
+    large = retrieval_sheet([{"caption": "q", "results": results}], tmp_path / "k9.png", top_k=9)
+    assert Image.open(small).width < Image.open(large).width
+    assert "broken.png" in caplog.text
+
+
+def test_retrieval_sheet_rejects_empty_input(tmp_path):
+    with pytest.raises(SsanError):
+        retrieval_sheet([], tmp_path / "x.png")
+    with pytest.raises(SsanError):
+        retrieval_sheet([{"caption": "q", "results": []}], tmp_path / "x.png", top_k=0)
+
+
+def test_training_curves_group_keys_by_prefix(tmp_path):
+    rows = [
+        {"epoch": 1, "loss/total": 3.0, "loss/id_global": 2.0, "lr": 1e-3, "time": 4.0, "note": "text"},
+        {"epoch": 2, "loss/total": 2.0, "loss/id_global": 1.5, "lr": 1e-3, "val/sum/R1": 20.0, "val/sum/mAP": 15.0},
+        {"epoch": 3, "loss/total": 1.0, "loss/id_global": 1.0, "lr": 1e-4, "test": {"sum": {"R1": 30.0}}},
+    ]
+    groups = _group_series(rows)
+    assert list(groups) == ["loss", "lr", "time", "val/sum", "test/sum"]
+    assert groups["loss"]["loss/total"] == ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    assert list(groups["val/sum"]) == ["val/sum/R1", "val/sum/mAP"]
+    assert groups["val/sum"]["val/sum/R1"] == ([2.0], [20.0])
+    assert groups["test/sum"]["test/sum/R1"] == ([3.0], [30.0])
+    assert groups["lr"]["lr"] == ([1.0, 2.0, 3.0], [1e-3, 1e-3, 1e-4])
+    assert training_curves(rows, tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_training_curves_without_numbers_is_a_clear_error(tmp_path):
+    with pytest.raises(SsanError, match="no numeric"):
+        training_curves([{"epoch": 1, "note": "x"}], tmp_path / "c.png")
+
+
+def test_attention_picture_accepts_arrays_and_tensors(tmp_path):
+    words = ["a", "man", "in", "black", "shoes"]
+    out = attention_picture(words, torch.rand(6, 5), tmp_path / "att.png", title="a man in black shoes")
+    assert Image.open(out).size[0] > 100
+    attention_picture(words, np.random.rand(6, 5).tolist(), tmp_path / "att2.png")
+    with pytest.raises(SsanError, match="K x 5"):
+        attention_picture(words, np.random.rand(6, 4), tmp_path / "bad.png")
