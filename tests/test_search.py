@@ -91,7 +91,7 @@ def test_index_folder_skips_unreadable_files_with_a_warning(gallery, random_chec
     assert meta["encode"] == {"height": 64, "width": 32, "max_length": 40}
     assert meta["checkpoint"] == str(Path(random_checkpoint).resolve())
     assert all(e["id"] is None for e in meta["entries"])
-    features = np.load(tmp_path / "idx" / "features.npy")
+    features = np.load(tmp_path / "idx" / meta["files"]["features"])
     assert features.dtype == np.float32 and features.shape == (12, 320)
 
 
@@ -242,7 +242,8 @@ def test_approximate_index_reports_recall_and_exact_rescoring(synth_root, random
                                recall_queries=50, progress=False)
     recall = index.meta["index"]["recall@10"]
     assert 0.0 <= recall <= 1.0 and index.meta["index"]["recall_queries"] == "images"
-    assert (tmp_path / kind / "index.faiss").is_file() and (tmp_path / kind / "recall_queries.npy").is_file()
+    files = index.meta["files"]
+    assert (tmp_path / kind / files["faiss"]).is_file() and (tmp_path / kind / files["queries"]).is_file()
     reloaded = GalleryIndex.load(tmp_path / kind)
     queries = np.asarray(reloaded.queries[:5])
     scores, rows = reloaded.search(queries, 10)

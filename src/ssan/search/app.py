@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ssan.errors import SsanError
 from ssan.search.errors import QueryError
-from ssan.search.limits import BodyLimitMiddleware
+from ssan.search.limits import BodyLimitMiddleware, HeadersMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,8 @@ def create_app(searcher, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         title="ssan search", description="Search a gallery of person images with a free-text description."
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(HeadersMiddleware, headers=_SECURITY_HEADERS)  # outermost: 413s get the headers too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    @app.middleware("http")
-    async def security_headers(request, call_next):
-        response = await call_next(request)
-        for name, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
 
     @app.exception_handler(SsanError)
     async def ssan_error(request, exc: SsanError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Optional, Union
 
@@ -115,34 +116,42 @@ class GalleryIndex:
         """Open an index folder (features memory-mapped); GalleryIndexError on anything wrong."""
         directory = Path(directory)
         meta = read_meta(directory)
+        files = data_files(meta)
         try:
-            features = np.load(directory / FEATURES_FILE, mmap_mode="r")
+            features = np.load(directory / files["features"], mmap_mode="r")
         except (OSError, ValueError) as exc:
-            raise GalleryIndexError(f"index {directory}: cannot read {FEATURES_FILE} ({exc})") from None
+            raise GalleryIndexError(f"index {directory}: cannot read {files['features']} ({exc})") from None
         if features.ndim != 2 or features.shape != (len(meta["entries"]), meta["layout"]["dim"]):
             raise GalleryIndexError(
-                f"index {directory}: {FEATURES_FILE} has shape {features.shape}, expected "
+                f"index {directory}: {files['features']} has shape {features.shape}, expected "
                 f"({len(meta['entries'])}, {meta['layout']['dim']}); rebuild the index"
             )
         faiss_index = _read_faiss(directory, meta, len(features))
-        queries = np.load(directory / QUERIES_FILE) if (directory / QUERIES_FILE).is_file() else None
+        queries_path = directory / files["queries"]
+        queries = np.load(queries_path) if queries_path.is_file() else None
         return cls(meta, features, faiss_index, queries)
 
     def save(self, directory: Union[str, Path]) -> Path:
-        """Write the folder (data files first, ``meta.json`` last, each atomically)."""
+        """Write the folder so that a kill at any moment leaves the old index or the new one.
+
+        Data files get names unique to this write; ``meta.json``, which names them, is
+        replaced last (atomically) and is the single commit point; the previous write's
+        data files are removed only after it.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _save_array(directory / FEATURES_FILE, self.features)
+        tag = uuid.uuid4().hex[:12]
+        files = {"features": f"features.{tag}.npy", "faiss": f"index.{tag}.faiss", "queries": f"recall_queries.{tag}.npy"}
+        _save_array(directory / files["features"], self.features)
         if self.kind != "flat":
-            _atomic_write(directory / FAISS_FILE, lambda tmp: ann.faiss_module().write_index(self.faiss_index, str(tmp)))
-        elif (directory / FAISS_FILE).exists():
-            (directory / FAISS_FILE).unlink()
+            _atomic_write(directory / files["faiss"],
+                          lambda tmp: ann.faiss_module().write_index(self.faiss_index, str(tmp)))
         if self.queries is not None:
-            _save_array(directory / QUERIES_FILE, self.queries)
-        elif (directory / QUERIES_FILE).exists():
-            (directory / QUERIES_FILE).unlink()
+            _save_array(directory / files["queries"], self.queries)
+        self.meta = {**self.meta, "files": files}
         text = json.dumps(self.meta, indent=1, ensure_ascii=False) + "\n"
         _atomic_write(directory / META_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        _remove_stale_files(directory, set(files.values()))
         return directory
 
     def search(self, queries: np.ndarray, k: int):
@@ -202,15 +211,27 @@ def read_meta(directory: Path) -> dict:
     return meta
 
 
+def data_files(meta: dict) -> dict:
+    """Names of the index's data files (per-write names; older indexes used fixed ones)."""
+    return {"features": FEATURES_FILE, "faiss": FAISS_FILE, "queries": QUERIES_FILE, **meta.get("files", {})}
+
+
+def _remove_stale_files(directory: Path, keep: set) -> None:
+    for pattern in ("features*.npy", "index*.faiss", "recall_queries*.npy"):
+        for path in directory.glob(pattern):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
 def _read_faiss(directory: Path, meta: dict, count: int):
     if meta["index"]["kind"] == "flat":
         return None
-    path = directory / FAISS_FILE
+    name = data_files(meta)["faiss"]
     try:
-        index = ann.faiss_module().read_index(str(path))
+        index = ann.faiss_module().read_index(str(directory / name))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise GalleryIndexError(f"index {directory}: cannot read {FAISS_FILE} ({first})") from None
+        raise GalleryIndexError(f"index {directory}: cannot read {name} ({first})") from None
     if index.ntotal != count:
-        raise GalleryIndexError(f"index {directory}: {FAISS_FILE} holds {index.ntotal} vectors, expected {count}")
+        raise GalleryIndexError(f"index {directory}: {name} holds {index.ntotal} vectors, expected {count}")
     return index

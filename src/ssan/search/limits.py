@@ -66,6 +66,32 @@ class BodyLimitMiddleware:
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
 
+class HeadersMiddleware:
+    """Add fixed headers (security headers) to every HTTP response, as plain ASGI.
+
+    Unlike a ``@app.middleware("http")`` function, it does not require the wrapped app to
+    produce a response, so a client that disconnects mid-body is not logged as an error.
+    """
+
+    def __init__(self, app, headers: dict):
+        self.app = app
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in self.headers if name not in present]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _replay(body: bytes, receive):
     """A ``receive`` that first returns the buffered body, then defers to the real one."""
     delivered = False

@@ -90,7 +90,10 @@ class Searcher:
         vocab = self.info.vocab
         ids, unknown = vocab.encode_tokens(words)
         if not ids or (vocab.unk_id is not None and all(i == vocab.unk_id for i in ids)):
-            listing = ", ".join(sorted(set(unknown))[:20])
+            words = sorted(set(unknown))
+            listing = ", ".join(w if len(w) <= 30 else w[:30] + "..." for w in words[:10])
+            if len(words) > 10:
+                listing += f", and {len(words) - 10} more"
             raise QueryError(f"none of the query's words are in the model's vocabulary ({listing})")
         truncated = len(ids) > self.max_length
         ids = ids[: self.max_length]
