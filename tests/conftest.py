@@ -10,7 +10,9 @@ import os
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One thread per process: tests start servers and subprocesses beside the test process, and
+# two OpenMP threads per process on two shared cores made steps 10-100x slower here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_OVERRIDES = [
     "data.batch_size=16",
