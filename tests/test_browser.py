@@ -78,6 +78,16 @@ def server(synth_root, prepared_synth, tmp_path_factory):
     thread.join(timeout=10)
 
 
+def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll ``expression`` in the page until it is true (page.evaluate is not subject to the page's CSP,
+    unlike wait_for_function, whose string predicates the service's no-eval policy refuses)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for: {expression}")
+        time.sleep(0.05)
+
+
 def test_type_a_query_and_see_ranked_images(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
@@ -87,15 +97,13 @@ def test_type_a_query_and_see_ranked_images(server, tmp_path):
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(server + "/")
-            page.wait_for_function("document.getElementById('gallery-info').textContent.includes('12 images')")
+            _wait_until(page, "document.getElementById('gallery-info').textContent.includes('12 images')")
             page.fill("#query", "a man in a black coat with white shoes zzqx")
             page.fill("#k", "6")
             page.click("#search-button")
             page.wait_for_selector("#results figure img", timeout=20_000)
-            page.wait_for_function(
-                "[...document.querySelectorAll('#results img')].every(img => img.complete && img.naturalWidth > 0)",
-                timeout=20_000,
-            )
+            _wait_until(page, "[...document.querySelectorAll('#results img')]"
+                              ".every(img => img.complete && img.naturalWidth > 0)")
             widths = page.eval_on_selector_all("#results img", "imgs => imgs.map(img => img.naturalWidth)")
             assert len(widths) == 6 and all(w > 0 for w in widths)
             captions = page.inner_text("#results")

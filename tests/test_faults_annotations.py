@@ -12,10 +12,7 @@ through :class:`ssan.search.Searcher` and ``ssan search``: a clear answer or a o
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import string
 import tempfile
 from pathlib import Path
@@ -25,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ssan import cli
+from helpers import run_cli
 from ssan.data import load_prepared
 
 IMAGES = [f"cam{c}/{i:03d}.png" for c in (1, 2) for i in range(6)]
@@ -37,18 +34,6 @@ ODD_TEXT = [
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
-
-
-def run_cli(*args) -> tuple:
-    """``ssan ARGS`` in-process; returns (exit status, stdout, stderr). Any escaping exception fails."""
-    out, err = io.StringIO(), io.StringIO()
-    handlers = logging.getLogger("ssan").handlers[:]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in args])
-        finally:
-            logging.getLogger("ssan").handlers[:] = handlers
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_clean_error(code: int, err: str, command: str) -> None:

@@ -10,10 +10,8 @@ killed half-way never damages the previous good file.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import logging
 import os
 import pickle
 import random
@@ -28,21 +26,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ssan import cli
+from helpers import run_cli
 from ssan.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ssan.errors import CheckpointError
-
-
-def run_cli(*args) -> tuple:
-    """``ssan ARGS`` in-process; returns (exit status, stdout, stderr). Any escaping exception fails."""
-    out, err = io.StringIO(), io.StringIO()
-    handlers = logging.getLogger("ssan").handlers[:]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in args])
-        finally:
-            logging.getLogger("ssan").handlers[:] = handlers
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line_error(code: int, err: str, command: str, must_contain: str) -> None:

@@ -10,10 +10,8 @@ from a gigabyte (ru_maxrss of a subprocess).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import logging
 import os
 import struct
 import subprocess
@@ -25,25 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssan import cli
+from helpers import run_cli
 from ssan.data import ImageError, build_transforms, check_image, load_rgb
 
 BOMB_SIDE = 50_000
 MB = 1024 * 1024
 GOOD = ("one-pixel.png", "grey.png", "cmyk.jpg", "sixteen-bit.png", "animated.gif", "palette-transparent.png",
         "rgba.png", "la.png", "bilevel.bmp", "jpeg-named.png")
-
-
-def run_cli(*args) -> tuple:
-    """``ssan ARGS`` in-process; returns (exit status, stdout, stderr). Any escaping exception fails."""
-    out, err = io.StringIO(), io.StringIO()
-    handlers = logging.getLogger("ssan").handlers[:]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in args])
-        finally:
-            logging.getLogger("ssan").handlers[:] = handlers
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------ file makers
