@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ssan.commands._searcher_options import add_searcher_arguments
+
 HELP = "search an index with a text description (top-k paths, scores, word attention per body part)"
 
 
@@ -15,12 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
     parser.add_argument("--sheet", help="write a picture of the results (PNG) here")
     parser.add_argument("--attention", help="write the per-part word attention heat map (PNG) here")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the text encoder on")
-    parser.add_argument("--onnx", help="folder of `ssan export` (onnx backend; default: INDEX/onnx)")
-    parser.add_argument("--checkpoint", help="use this checkpoint instead of the one recorded in the index")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda ... (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch and FAISS (default: theirs; 1 suits busy machines)")
+    add_searcher_arguments(parser)
 
 
 def format_answer(answer: dict, words_per_part: int = 4) -> str:

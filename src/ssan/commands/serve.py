@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ssan.commands._searcher_options import add_searcher_arguments
+
 HELP = "serve the search page and HTTP API for an index (FastAPI + uvicorn)"
 
 log = logging.getLogger(__name__)
@@ -14,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, help="index folder written by `ssan index`")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the text encoder on")
-    parser.add_argument("--onnx", help="folder of `ssan export` (onnx backend; default: INDEX/onnx)")
-    parser.add_argument("--checkpoint", help="use this checkpoint instead of the one recorded in the index")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda ... (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch and FAISS (default: theirs; 1 suits busy machines)")
+    add_searcher_arguments(parser)
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="larger request bodies get 413")
 
 
