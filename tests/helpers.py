@@ -19,3 +19,27 @@ def run_cli(*args) -> tuple:
         finally:
             logging.getLogger("ssan").handlers[:] = handlers
     return code, out.getvalue(), err.getvalue()
+
+
+TINY_ARCH = {"embed_dim": 32, "word_dim": 16, "hidden_dim": 32, "backbone": "small", "cnn_width": 8}
+
+
+def save_random_checkpoint(path, prepared_dir, seed: int = 0, **arch):
+    """An untrained tiny SSAN saved in the checkpoint schema, for tests of mechanics that need no training.
+
+    ``arch`` overrides entries of :data:`TINY_ARCH` (e.g. ``parts=False``).
+    """
+    import torch
+
+    from ssan.config import load_config
+    from ssan.data import load_prepared
+    from ssan.engine.checkpoint import save_checkpoint
+    from ssan.models import SSAN
+
+    prepared = load_prepared(prepared_dir)
+    torch.manual_seed(seed)
+    model = SSAN(len(prepared.vocab), **{**TINY_ARCH, **arch})
+    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
+             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
+             "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
+    return save_checkpoint(path, state)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import save_random_checkpoint
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -31,24 +33,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _save_random_checkpoint(path: Path, prepared_dir: Path) -> Path:
-    """An untrained tiny SSAN in the checkpoint schema: the page's mechanics need no training."""
-    import torch
-
-    from ssan.config import load_config
-    from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
-    from ssan.models import SSAN
-
-    prepared = load_prepared(prepared_dir)
-    torch.manual_seed(0)
-    model = SSAN(len(prepared.vocab), embed_dim=32, word_dim=16, hidden_dim=32, backbone="small", cnn_width=8)
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
-             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
-             "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
-    return save_checkpoint(path, state)
-
-
 @pytest.fixture(scope="module")
 def server(synth_root, prepared_synth, tmp_path_factory):
     """``ssan serve`` equivalent (Searcher + create_app + uvicorn) on a free local port."""
@@ -61,7 +45,7 @@ def server(synth_root, prepared_synth, tmp_path_factory):
     gallery.mkdir()
     for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:12]:
         shutil.copy(image, gallery / image.name)
-    GalleryIndex.build(base / "idx", _save_random_checkpoint(base / "model.pt", prepared_synth), images=gallery,
+    GalleryIndex.build(base / "idx", save_random_checkpoint(base / "model.pt", prepared_synth), images=gallery,
                        progress=False)
     port = _free_port()
     config = uvicorn.Config(create_app(Searcher(base / "idx")), host="127.0.0.1", port=port, log_level="warning")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,27 +11,11 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
+from helpers import save_random_checkpoint
 from ssan.export import ExportTextEncoder, _reverse_within, export_onnx, stripe_windows  # noqa: E402
 from ssan.search import GalleryIndex, GalleryIndexError, Searcher  # noqa: E402
 
 PARITY = 1e-4
-
-
-def save_random_checkpoint(path: Path, prepared_dir: Path, seed: int, **arch) -> Path:
-    """An untrained tiny SSAN in the checkpoint schema (parity needs no training)."""
-    from ssan.config import load_config
-    from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
-    from ssan.models import SSAN
-
-    prepared = load_prepared(prepared_dir)
-    torch.manual_seed(seed)
-    kwargs = {"embed_dim": 32, "word_dim": 16, "hidden_dim": 32, "backbone": "small", "cnn_width": 8, **arch}
-    model = SSAN(len(prepared.vocab), **kwargs)
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
-             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
-             "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
-    return save_checkpoint(path, state)
 
 
 @pytest.fixture(scope="module")

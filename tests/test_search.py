@@ -15,28 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import save_random_checkpoint
 from ssan.errors import SsanError
 from ssan.search import GalleryIndex, GalleryIndexError, IndexSpec, QueryError, Searcher, ann
 from ssan.search.files import find_images
-
-TINY_ARCH = {"embed_dim": 32, "word_dim": 16, "hidden_dim": 32, "backbone": "small", "cnn_width": 8}
-
-
-def save_random_checkpoint(path: Path, prepared_dir: Path, seed: int, **arch) -> Path:
-    """An untrained tiny SSAN saved in the checkpoint schema (for mechanics-only tests)."""
-    from ssan.config import load_config
-    from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
-    from ssan.models import SSAN
-
-    prepared = load_prepared(prepared_dir)
-    torch.manual_seed(seed)
-    model = SSAN(len(prepared.vocab), **{**TINY_ARCH, **arch}).eval()
-    config = load_config("synth")
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
-             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
-             "config": config.to_dict(), "epoch": 0, "metrics": {}, "best": None}
-    return save_checkpoint(path, state)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from helpers import save_random_checkpoint
 from ssan.search import GalleryIndex, QueryError, Searcher  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
 
@@ -150,24 +151,6 @@ def test_internal_errors_are_json_500(fake):
 
 
 # --- with a real index and model ------------------------------------------------------------
-
-
-def save_random_checkpoint(path: Path, prepared_dir: Path, seed: int) -> Path:
-    """An untrained tiny SSAN in the checkpoint schema (the service's mechanics need no training)."""
-    import torch
-
-    from ssan.config import load_config
-    from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
-    from ssan.models import SSAN
-
-    prepared = load_prepared(prepared_dir)
-    torch.manual_seed(seed)
-    model = SSAN(len(prepared.vocab), embed_dim=32, word_dim=16, hidden_dim=32, backbone="small", cnn_width=8)
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
-             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
-             "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
-    return save_checkpoint(path, state)
 
 
 @pytest.fixture(scope="module")
