@@ -6,7 +6,9 @@ unstable argsort and our tie rule give the same order), gallery identities
 ``arange(G) // 5`` (about 5 images per identity) and query identities drawn from them.
 
 Printed (all measured on this machine):
-- wall (and CPU) time of ``ssan.rank_metrics`` and of a per-query NumPy argsort loop written
+- wall (and CPU) time of ``ssan.rank_metrics`` with the CPU path it selects (the compiled
+  Numba kernel when the ``fast`` extra is installed), then, as a secondary figure, with the
+  NumPy path it falls back to without Numba, and of a per-query NumPy argsort loop written
   like the SSAN reference's ``calculate_ap`` (argsort, argwhere, isin, a Python loop over the
   matches; it computes the standard AP and INP so the outputs can be compared) over
   C-contiguous rows (its fastest form), their ratio, and whether every figure agrees;
@@ -35,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from ssan.evaluation import rank_metrics
+from ssan.evaluation import _compiled, rank_metrics
 
 PAPER_WIDTH = 1024 + 6 * 1024 + 6 * 512  # global + parts + relation features of SSAN
 
@@ -118,6 +120,16 @@ def time_matmul(num_queries: int, num_gallery: int, width: int, rows: int, seed:
     return seconds, seconds * num_queries / len(queries), len(queries)
 
 
+def time_rank_metrics(scores, query_ids, gallery_ids) -> tuple:
+    """(figures, wall seconds, CPU seconds, PeakMemory) of one rank_metrics call, after a warm-up."""
+    rank_metrics(scores[:64], query_ids[:64], gallery_ids)  # warm-up (kernel, thread pool, allocator)
+    with PeakMemory() as memory:
+        start, cpu = time.perf_counter(), time.process_time()
+        figures = rank_metrics(scores, query_ids, gallery_ids)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return figures, seconds, cpu_seconds, memory
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gallery", type=int, default=19848, help="gallery = query count (ICFG-PEDES test: 19848)")
@@ -128,6 +140,8 @@ def main() -> int:
     parser.add_argument("--reference-layout-queries", type=int, default=1000,
                         help="also time the loop on the reference's own layout (rows of similarity.t(), i.e. "
                              "strided) on N queries, extrapolated (0: skip)")
+    parser.add_argument("--no-numpy-path", dest="numpy_path", action="store_false",
+                        help="skip timing the NumPy fallback path")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -140,13 +154,17 @@ def main() -> int:
           f"matches per query: mean {matches.mean():.2f}, min {matches.min()}, max {matches.max()} "
           f"(built in {time.perf_counter() - start:.1f} s)")
 
-    rank_metrics(scores[:64], query_ids[:64], gallery_ids)  # warm-up (thread pool, allocator)
-    with PeakMemory() as ours_memory:
-        start, cpu = time.perf_counter(), time.process_time()
-        ours = rank_metrics(scores, query_ids, gallery_ids)
-        ours_seconds, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(f"rank_metrics:   {ours_seconds:8.3f} s wall ({ours_cpu:.3f} s CPU, all threads), "
+    kernel = _compiled.kernel_name()
+    ours, ours_seconds, ours_cpu, ours_memory = time_rank_metrics(scores, query_ids, gallery_ids)
+    print(f"rank_metrics ({kernel} path): {ours_seconds:8.3f} s wall ({ours_cpu:.3f} s CPU, all threads), "
           f"peak extra memory {ours_memory.peak_mib:7.1f} MiB ({ours_memory.method})")
+    if kernel != "numpy" and args.numpy_path:
+        os.environ["SSAN_RANK_KERNEL"] = "numpy"
+        fallback, numpy_seconds, numpy_cpu, numpy_memory = time_rank_metrics(scores, query_ids, gallery_ids)
+        del os.environ["SSAN_RANK_KERNEL"]
+        print(f"rank_metrics (numpy path, what runs without Numba): {numpy_seconds:8.3f} s wall "
+              f"({numpy_cpu:.3f} s CPU), peak extra memory {numpy_memory.peak_mib:7.1f} MiB; "
+              f"same figures: {fallback == ours}")
 
     count = len(query_ids) if args.queries is None else min(args.queries, len(query_ids))
     with PeakMemory() as loop_memory:
@@ -160,6 +178,9 @@ def main() -> int:
     print(f"reference loop: {loop_seconds:8.3f} s wall ({loop_cpu * scale:.3f} s CPU; {label}), "
           f"peak extra memory {loop_memory.peak_mib:7.1f} MiB")
     print(f"speed-up: {loop_seconds / ours_seconds:.1f}x wall, {loop_cpu * scale / ours_cpu:.1f}x CPU time")
+    if kernel != "numpy" and args.numpy_path:
+        print(f"speed-up of the numpy path: {loop_seconds / numpy_seconds:.1f}x wall, "
+              f"{loop_cpu * scale / numpy_cpu:.1f}x CPU time")
 
     if args.reference_layout_queries > 0:
         strided = np.asfortranarray(scores)  # the reference ranks rows of similarity.t(): strided in memory

@@ -1,6 +1,13 @@
-"""Rank-k / mAP / mINP: hand-computed cases, a naive sort-based reference, chunking, inputs."""
+"""Rank-k / mAP / mINP: hand-computed cases, a naive sort-based reference, chunking, inputs.
+
+Every test runs twice on the CPU: with the compiled (Numba) kernel and with the NumPy path.
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +15,24 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssan.evaluation import RankMetricAccumulator, _ranking, rank_metrics
+from ssan.evaluation import RankMetricAccumulator, _compiled, _ranking, rank_metrics
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+@pytest.fixture(scope="module", autouse=True, params=["numba", "numpy"])
+def cpu_kernel(request):
+    """Runs the module's tests once per CPU path (module scope: hypothesis-friendly)."""
+    if request.param == "numba" and not HAS_NUMBA:
+        pytest.skip("Numba is not installed (pip install 'ssan[fast]')")
+    previous = os.environ.get("SSAN_RANK_KERNEL")
+    os.environ["SSAN_RANK_KERNEL"] = request.param
+    assert _compiled.kernel_name() == request.param
+    yield request.param
+    if previous is None:
+        os.environ.pop("SSAN_RANK_KERNEL", None)
+    else:
+        os.environ["SSAN_RANK_KERNEL"] = previous
 
 
 def naive_metrics(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
@@ -225,6 +249,37 @@ def test_count_true_handles_long_rows():
         flags[:, :, :num_gallery] = rng.random((2, 3, num_gallery)) < 0.7
         expected = np.count_nonzero(flags[:, :, :num_gallery], axis=-1)
         assert (_ranking._count_true(flags) == expected).all()
+
+
+def test_rows_longer_than_a_float32_count_span(cpu_kernel):
+    span = 1 << 22
+    if cpu_kernel == "numba":
+        from ssan.evaluation._rank_kernel import SPAN as span
+    rng = np.random.default_rng(6)
+    num_gallery = span + 300
+    g = np.arange(num_gallery) % (num_gallery // 3)  # about 3 matches per id, spread over the row
+    q = np.array([1, num_gallery // 3 - 1])
+    sim = rng.integers(0, 50, (2, num_gallery)).astype(np.float32)  # ties on both sides of the span edge
+    assert_close(rank_metrics(sim, q, g), naive_metrics(sim, q, g))
+
+
+def test_kernel_selection(monkeypatch):
+    monkeypatch.setenv("SSAN_RANK_KERNEL", "fortran")
+    with pytest.raises(ValueError, match="SSAN_RANK_KERNEL must be one of auto, numba, numpy"):
+        rank_metrics([[0.1, 0.2]], [1], [1, 2])
+    monkeypatch.setenv("SSAN_RANK_KERNEL", "numpy")
+    assert _compiled.kernel() is None and _compiled.kernel_name() == "numpy"
+
+
+def test_without_numba_falls_back_or_fails_when_asked(monkeypatch):
+    monkeypatch.setattr(_compiled, "_state", {})
+    monkeypatch.setitem(sys.modules, "ssan.evaluation._rank_kernel", None)  # import raises ImportError
+    monkeypatch.setenv("SSAN_RANK_KERNEL", "auto")
+    assert _compiled.kernel_name() == "numpy"
+    assert rank_metrics([SCORES], [1], GALLERY)["mINP"] == pytest.approx(75.0)
+    monkeypatch.setenv("SSAN_RANK_KERNEL", "numba")
+    with pytest.raises(RuntimeError, match="Numba is not installed"):
+        rank_metrics([SCORES], [1], GALLERY)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -5,13 +5,18 @@ with score t is ``1 + #{g: s_g > t} + #{g < j: s_g == t}`` (ties broken by galle
 a stable descending sort would). With a handful of matches per query, counting is far
 cheaper than sorting: O(G * M) comparisons per query instead of O(G log G).
 
-- CPU: NumPy's vectorised comparisons write one byte per (match, gallery item); the bytes are
-  counted by summing them as 64-bit words (byte lanes cannot overflow within 255 words) and
-  folding the lanes. Blocks of rows run on a small thread pool (NumPy releases the GIL).
+- CPU with Numba (:mod:`ssan.evaluation._compiled`): a compiled loop counts each match's rank
+  in place, one pass over the row per match while the row stays in cache; contiguous ranges
+  of rows run on a small thread pool (the kernel releases the GIL).
+- CPU without Numba: NumPy's vectorised comparisons write one byte per (match, gallery item);
+  the bytes are counted by summing them as 64-bit words (byte lanes cannot overflow within
+  255 words) and folding the lanes. Blocks of rows run on the thread pool (NumPy releases
+  the GIL).
 - Other devices: the same counts with torch comparisons.
 - Very many matches per query: a stable sort of the rows.
-A second comparison pass looks for items tied with a match (a block without any costs one
-flat count); a tied match gets its tie-break count from an exact comparison of its row.
+On the NumPy and torch paths a second comparison pass looks for items tied with a match (a
+block without any costs one flat count); a tied match gets its tie-break count from an exact
+comparison of its row.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
+
+from ssan.evaluation._compiled import kernel
 
 _LANES = 255  # 64-bit words summed before a byte lane could overflow
 _LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
@@ -166,8 +173,12 @@ def match_ranks(scores: torch.Tensor, positions: torch.Tensor, counts: torch.Ten
     Returns:
         C x M long ranks on the CPU (entries past ``counts`` are unspecified).
     """
-    blocks = _blocks(counts, scores.shape[1], budget, sort_above)
     ranks = np.zeros(tuple(positions.shape), dtype=np.int64)
+    if scores.device.type == "cpu" and kernel() is not None:
+        _compiled_ranks(_as_numpy(scores), positions.numpy(), counts.cpu().numpy(), ranks, first_index,
+                        sort_above, budget, workers)
+        return torch.from_numpy(ranks)
+    blocks = _blocks(counts, scores.shape[1], budget, sort_above)
     if scores.device.type == "cpu":
         run = _cpu_runner(_as_numpy(scores), positions.numpy(), ranks, first_index, sort_above)
         if workers > 1 and len(blocks) > 1:
@@ -179,9 +190,38 @@ def match_ranks(scores: torch.Tensor, positions: torch.Tensor, counts: torch.Ten
         for rows, width in blocks:
             index = torch.from_numpy(rows).to(scores.device)
             chunk, pos = _float_rows(scores.index_select(0, index)), positions.index_select(0, index)[:, :width]
-            kernel = _sorted_block if width > sort_above else _torch_block
-            ranks[rows, :width] = kernel(chunk, pos, rows + first_index).cpu().numpy()
+            rank_rows = _sorted_block if width > sort_above else _torch_block
+            ranks[rows, :width] = rank_rows(chunk, pos, rows + first_index).cpu().numpy()
     return torch.from_numpy(ranks)
+
+
+def _compiled_ranks(array: np.ndarray, positions: np.ndarray, counts: np.ndarray, ranks: np.ndarray,
+                    first_index: int, sort_above: int, budget: int, workers: int) -> None:
+    """Fill ``ranks`` with the compiled kernel; rows with more than ``sort_above`` matches are sorted."""
+    count_ranks = kernel()
+    positions = np.ascontiguousarray(positions, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    heavy = counts > sort_above
+    light = np.where(heavy, 0, counts)
+    num_rows = array.shape[0]
+    pieces = min(num_rows, 4 * workers) if workers > 1 else 1
+    bounds = np.linspace(0, num_rows, pieces + 1).astype(np.int64).tolist()
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    if len(spans) > 1:
+        bad = list(_pool(workers).map(lambda span: count_ranks(array, span[0], span[1], positions, light, ranks),
+                                      spans))
+    else:
+        bad = [count_ranks(array, 0, num_rows, positions, light, ranks)]
+    bad = [row for row in bad if row >= 0]
+    if bad:
+        raise ValueError(f"similarity row of query {first_index + min(bad)} contains NaN")
+    heavy_rows = heavy.nonzero()[0]
+    step = max(1, budget // max(array.shape[1], 1))
+    for start in range(0, len(heavy_rows), step):
+        rows = heavy_rows[start:start + step]
+        width = int(counts[rows].max())
+        ranks[rows, :width] = _sorted_block(torch.from_numpy(array[rows]), torch.from_numpy(positions[rows, :width]),
+                                            rows + first_index).numpy()
 
 
 def _cpu_runner(array: np.ndarray, positions: np.ndarray, ranks: np.ndarray, first_index: int, sort_above: int):
