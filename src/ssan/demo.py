@@ -50,7 +50,10 @@ def run_demo(
     timings: dict = {}
     started = time.perf_counter()
     synth_dir, prepared_dir, run_dir = out / "synth", out / "prepared", out / "run"
-    if not (synth_dir / "reid_raw.json").exists():
+    if (synth_dir / "reid_raw.json").exists():
+        _check_existing_set(synth_dir, {"format": "cuhk-pedes", "seed": seed, "ids": ids,
+                                        "images_per_id": images_per_id, "size": list(DEMO_SIZE)})
+    else:
         log.info("generating the synthetic set: %d identities x %d images", ids, images_per_id)
         generate_synthetic(synth_dir, ids=ids, images_per_id=images_per_id, size=DEMO_SIZE, seed=seed,
                            workers=min(2, os.cpu_count() or 1))
@@ -74,6 +77,22 @@ def run_demo(
     paths.update(_pictures(trainer, out))
     timings["total_s"] = time.perf_counter() - started
     return {"metrics": metrics, "results": results, "timings": timings, "paths": paths}
+
+
+def _check_existing_set(synth_dir: Path, wanted: dict) -> None:
+    """Refuse to resume on a synthetic set made with other settings (it would be silently reused)."""
+    from ssan.data.synth import MANIFEST
+    from ssan.errors import DataError
+
+    try:
+        made = json.loads((synth_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(f"{synth_dir} holds an annotation file but no readable {MANIFEST}: it is not a set "
+                        "the demo made; use another --output or remove that folder") from None
+    for key, value in wanted.items():
+        if made.get(key) != value:
+            raise DataError(f"{synth_dir} was generated with {key}={made.get(key)!r}, not {value!r}: "
+                            "use another --output or remove that folder")
 
 
 def demo_metrics(test: dict) -> dict:

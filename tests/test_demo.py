@@ -1,0 +1,42 @@
+"""``ssan demo``: a user's first command, end to end on a shrunken configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import run_cli
+
+FIGURES = {"R1", "R5", "R10", "mAP", "mINP"}
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_resumes_and_refuses_other_settings(tmp_path, tiny_overrides):
+    out = tmp_path / "demo"
+    args = ["demo", "--output", out, "--ids", 40, "--images-per-id", 4]
+    for item in [*tiny_overrides, "optim.epochs=1", "optim.milestones=[]"]:
+        args += ["--set", item]
+
+    code, stdout, stderr = run_cli(*args)
+    assert code == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for term in ("global", "parts", "relation", "sum"):
+        assert set(metrics[term]) == FIGURES
+        assert all(0.0 <= value <= 100.0 for value in metrics[term].values())
+    assert metrics["num_gallery"] == 16  # 4 test identities x 4 images
+    table = stdout.split("\n")
+    assert any(line.split()[:1] == ["sum"] and len(line.split()) == 6 for line in table), stdout
+    for name in ("retrieval.png", "training_curves.png", "run/checkpoints/last.pt"):
+        assert (out / name).stat().st_size > 0, name
+
+    code, again, stderr = run_cli(*args)  # everything is there: resumes, trains nothing, same figures
+    assert code == 0, stderr
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
+    code, _, stderr = run_cli(*[a if a != 4 else 5 for a in args])  # other images per identity
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "images_per_id=4, not 5" in lines[0] and str(out / "synth") in lines[0]
+    code, _, stderr = run_cli(*args, "--seed", 3)
+    assert code == 2 and "seed=0, not 3" in stderr
