@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -40,3 +41,18 @@ def test_demo_runs_end_to_end_resumes_and_refuses_other_settings(tmp_path, tiny_
     assert len(lines) == 1 and "images_per_id=4, not 5" in lines[0] and str(out / "synth") in lines[0]
     code, _, stderr = run_cli(*args, "--seed", 3)
     assert code == 2 and "seed=0, not 3" in stderr
+
+
+@pytest.mark.slow
+def test_demo_without_matplotlib_finishes_and_says_what_is_missing(tmp_path, tiny_overrides, monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    out = tmp_path / "demo"
+    args = ["demo", "--output", out, "--ids", 40, "--images-per-id", 4]
+    for item in [*tiny_overrides, "optim.epochs=1", "optim.milestones=[]"]:
+        args += ["--set", item]
+    code, stdout, stderr = run_cli(*args)
+    assert code == 0, stderr
+    assert (out / "metrics.json").is_file() and not (out / "retrieval.png").exists()
+    assert "ssan[viz]" in stderr and "pictures: skipped" in stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from helpers import save_random_checkpoint
+from helpers import run_cli, save_random_checkpoint
+from ssan.errors import SsanError  # noqa: E402
 from ssan.export import ExportTextEncoder, _reverse_within, export_onnx, stripe_windows  # noqa: E402
 from ssan.search import GalleryIndex, GalleryIndexError, Searcher  # noqa: E402
 
@@ -146,3 +148,37 @@ def test_cli_export_prints_parity(checkpoint, tmp_path, capsys):
     assert command.run(parser.parse_args(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")])) == 0
     text = capsys.readouterr().out
     assert "text/attention" in text and "parity check passed" in text
+
+
+def test_export_without_the_extra_fails_first_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    code, _, stderr = run_cli("export", "--checkpoint", checkpoint, "--out", tmp_path / "o")
+    assert code == 2 and stderr.strip().splitlines() == [
+        "ssan export: error: ONNX export needs onnx: pip install 'ssan[export]'"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_is_written_whole_or_not_at_all(checkpoint, exported, tmp_path, monkeypatch):
+    import ssan.export as export_module
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(SsanError, match="holds no ONNX export; refusing"):
+        export_onnx(checkpoint, foreign, verify=False)
+    assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+
+    out = tmp_path / "onnx"
+    first = export_onnx(checkpoint, out, verify=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(model, out_dir, *args):
+        (out_dir / "image.onnx").write_bytes(b"half")
+        raise KeyboardInterrupt  # killed half-way
+
+    monkeypatch.setattr(export_module, "_export_graphs", broken)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(checkpoint, out, verify=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier export is intact
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert first["fingerprint"] == exported[1]["fingerprint"]

@@ -47,6 +47,9 @@ def run_demo(
     from ssan.engine.trainer import Trainer
 
     out = Path(output)
+    draw = _can_draw()
+    if not draw:
+        log.warning("matplotlib is not installed: the demo will skip its pictures (pip install 'ssan[viz]')")
     timings: dict = {}
     started = time.perf_counter()
     synth_dir, prepared_dir, run_dir = out / "synth", out / "prepared", out / "run"
@@ -74,9 +77,18 @@ def run_demo(
     metrics["model"] = f"last epoch ({results['epochs']})"
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     paths = {"metrics": out / "metrics.json", "run": run_dir}
-    paths.update(_pictures(trainer, out))
+    if draw:
+        paths.update(_pictures(trainer, out))
     timings["total_s"] = time.perf_counter() - started
     return {"metrics": metrics, "results": results, "timings": timings, "paths": paths}
+
+
+def _can_draw() -> bool:
+    try:
+        import matplotlib  # noqa: F401  (the viz extra)
+    except ImportError:
+        return False
+    return True
 
 
 def _check_existing_set(synth_dir: Path, wanted: dict) -> None:

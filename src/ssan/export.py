@@ -7,16 +7,19 @@
                  -> global, parts, relation, attention (B x L x K, 0 at padding)
     meta.json    format, fingerprint, checkpoint, arch, vocab, input size, outputs, parity
 
-Batch and caption length are dynamic. The model's text encoder runs its
-bidirectional LSTM on packed sequences, which ONNX cannot express; the export
-uses :class:`ExportTextEncoder`, an equivalent graph: the forward direction runs
-on the padded batch (right padding comes after every real word, so real
-positions are unaffected), and the backward direction runs a unidirectional
-LSTM with the reverse weights over each caption reversed *within its length*
-(a gather), whose output is reversed back the same way. Padding positions hold
-garbage that the masks of the max-pool and of the WAM discard, exactly as the
-packed model ignores them. Parity with PyTorch is checked with onnxruntime on
-inputs of other batch sizes and lengths than the tracing ones.
+Batch and caption length are dynamic. The model runs its bidirectional LSTM over
+the zero-padded batch, which equals packed sequences only because that LSTM has no
+bias. The export does not lean on that: it uses :class:`ExportTextEncoder`, a graph
+equal to packing for any LSTM: the forward direction runs on the padded batch
+(right padding comes after every real word, so real positions are unaffected), and
+the backward direction runs a unidirectional LSTM with the reverse weights over each
+caption reversed *within its length* (a gather), whose output is reversed back the
+same way. Padding positions hold values that the masks of the max-pool and of the
+WAM discard. Parity with PyTorch is checked with onnxruntime on inputs of other
+batch sizes and lengths than the tracing ones.
+
+The folder is written whole or not at all (a temporary folder renamed into place);
+an existing folder is replaced only when it is empty or holds an earlier export.
 """
 
 from __future__ import annotations
@@ -206,14 +209,51 @@ def export_onnx(checkpoint: Union[str, Path], out_dir: Union[str, Path], opset: 
         the meta dict written to ``out_dir/meta.json`` (``"parity"``: max abs diff per output,
         ``"parity_scale"``: max abs value of the PyTorch output, for relative errors).
     """
-    from ssan.engine.checkpoint import checkpoint_fingerprint, load_model
-    from ssan.search.encoders import data_settings
+    from ssan.data._io import atomic_directory
+    from ssan.engine.checkpoint import load_model
 
+    _require_packages(verify)
     checkpoint = Path(checkpoint).expanduser().resolve()
     model, vocab, state = load_model(checkpoint, device="cpu")
+    with atomic_directory(out_dir, _may_replace_export) as tmp:
+        meta = _write_export(model, vocab, state, checkpoint, tmp, opset, verify)
+    log.debug("exported %s to %s", checkpoint, out_dir)
+    return meta
+
+
+def _require_packages(verify: bool) -> None:
+    """Fail before any work when the ``export`` extra is missing."""
+    needed = ["onnx"] + (["onnxruntime"] if verify else [])
+    missing = []
+    for name in needed:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise SsanError(f"ONNX export needs {' and '.join(missing)}: pip install 'ssan[export]'")
+
+
+def _may_replace_export(path: Path) -> bool:
+    if not path.is_dir():
+        raise SsanError(f"{path} exists and is not a folder")
+    if not any(path.iterdir()):
+        return True
+    try:
+        is_export = json.loads((path / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        is_export = False
+    if not is_export:
+        raise SsanError(f"{path} is not empty and holds no ONNX export; refusing to replace it (choose another --out)")
+    return True
+
+
+def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, opset: int, verify: bool) -> dict:
+    """The graphs and meta.json into ``out_dir``, then the parity check when ``verify``."""
+    from ssan.engine.checkpoint import checkpoint_fingerprint
+    from ssan.search.encoders import data_settings
+
     height, width, max_length = data_settings(state)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     _export_graphs(model, out_dir, height, width, max_length, opset)
     meta = {
         "format": FORMAT, "version": VERSION, "fingerprint": checkpoint_fingerprint(state),
@@ -227,7 +267,6 @@ def export_onnx(checkpoint: Union[str, Path], out_dir: Union[str, Path], opset: 
     if verify:
         meta["parity"], meta["parity_scale"] = verify_parity(model, OnnxEncoders(out_dir), height, width, max_length)
         (out_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    log.debug("exported %s to %s", checkpoint, out_dir)
     return meta
 
 
