@@ -12,13 +12,18 @@ from helpers import run_cli
 FIGURES = {"R1", "R5", "R10", "mAP", "mINP"}
 
 
+def demo_args(out, overrides) -> list:
+    """``ssan demo`` on 40 identities x 4 images with the tiny model, one epoch."""
+    args = ["demo", "--output", out, "--ids", 40, "--images-per-id", 4]
+    for item in [*overrides, "optim.epochs=1", "optim.milestones=[]"]:
+        args += ["--set", item]
+    return args
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_resumes_and_refuses_other_settings(tmp_path, tiny_overrides):
     out = tmp_path / "demo"
-    args = ["demo", "--output", out, "--ids", 40, "--images-per-id", 4]
-    for item in [*tiny_overrides, "optim.epochs=1", "optim.milestones=[]"]:
-        args += ["--set", item]
-
+    args = demo_args(out, tiny_overrides)
     code, stdout, stderr = run_cli(*args)
     assert code == 0, stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -49,10 +54,7 @@ def test_demo_without_matplotlib_finishes_and_says_what_is_missing(tmp_path, tin
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     out = tmp_path / "demo"
-    args = ["demo", "--output", out, "--ids", 40, "--images-per-id", 4]
-    for item in [*tiny_overrides, "optim.epochs=1", "optim.milestones=[]"]:
-        args += ["--set", item]
-    code, stdout, stderr = run_cli(*args)
+    code, stdout, stderr = run_cli(*demo_args(out, tiny_overrides))
     assert code == 0, stderr
     assert (out / "metrics.json").is_file() and not (out / "retrieval.png").exists()
     assert "ssan[viz]" in stderr and "pictures: skipped" in stdout
