@@ -93,14 +93,14 @@ def _can_draw() -> bool:
 
 def _check_existing_set(synth_dir: Path, wanted: dict) -> None:
     """Refuse to resume on a synthetic set made with other settings (it would be silently reused)."""
+    from ssan.data._io import read_json
     from ssan.data.synth import MANIFEST
     from ssan.errors import DataError
 
-    try:
-        made = json.loads((synth_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise DataError(f"{synth_dir} holds an annotation file but no readable {MANIFEST}: it is not a set "
-                        "the demo made; use another --output or remove that folder") from None
+    made = read_json(synth_dir / MANIFEST) if (synth_dir / MANIFEST).is_file() else None
+    if not isinstance(made, dict):
+        raise DataError(f"{synth_dir} holds an annotation file but no {MANIFEST}: it is not a set "
+                        "the demo made; use another --output or remove that folder")
     for key, value in wanted.items():
         if made.get(key) != value:
             raise DataError(f"{synth_dir} was generated with {key}={made.get(key)!r}, not {value!r}: "

@@ -240,11 +240,10 @@ def _may_replace_export(path: Path) -> bool:
     if not any(path.iterdir()):
         return True
     try:
-        is_export = json.loads((path / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        is_export = False
-    if not is_export:
-        raise SsanError(f"{path} is not empty and holds no ONNX export; refusing to replace it (choose another --out)")
+        read_export_meta(path)
+    except SsanError:
+        raise SsanError(f"{path} is not empty and holds no ONNX export; refusing to replace it "
+                        "(choose another --out)") from None
     return True
 
 

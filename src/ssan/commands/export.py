@@ -17,12 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssan.errors import SsanError
+    from ssan.export import export_onnx  # checks for the export extra before any work
 
-    try:
-        from ssan.export import export_onnx
-    except ImportError:
-        raise SsanError("export needs onnx and onnxruntime: pip install 'ssan[export]'") from None
     meta = export_onnx(args.checkpoint, args.out, opset=args.opset, verify=not args.no_verify)
     print(f"exported to {args.out}: image.onnx, text.onnx, meta.json (opset {args.opset})")
     if meta["parity"] is None:

@@ -168,19 +168,20 @@ def match_ranks(scores: torch.Tensor, positions: torch.Tensor, counts: torch.Ten
         first_index: index of the first row among all queries (for error messages).
         sort_above: rows with more matches than this are ranked by sorting.
         budget: elements of work buffer per block of rows.
-        workers: CPU threads for the NumPy path.
+        workers: CPU threads (compiled kernel and NumPy path).
 
     Returns:
         C x M long ranks on the CPU (entries past ``counts`` are unspecified).
     """
     ranks = np.zeros(tuple(positions.shape), dtype=np.int64)
-    if scores.device.type == "cpu" and kernel() is not None:
-        _compiled_ranks(_as_numpy(scores), positions.numpy(), counts.cpu().numpy(), ranks, first_index,
-                        sort_above, budget, workers)
-        return torch.from_numpy(ranks)
     blocks = _blocks(counts, scores.shape[1], budget, sort_above)
     if scores.device.type == "cpu":
-        run = _cpu_runner(_as_numpy(scores), positions.numpy(), ranks, first_index, sort_above)
+        array, where = _as_numpy(scores), positions.numpy()
+        count_ranks = kernel()
+        if count_ranks is not None:  # the compiled kernel counts every row it can; the rest are sorted
+            _compiled_ranks(count_ranks, array, where, counts.numpy(), ranks, first_index, sort_above, workers)
+            blocks = [block for block in blocks if block[1] > sort_above]
+        run = _cpu_runner(array, where, ranks, first_index, sort_above)
         if workers > 1 and len(blocks) > 1:
             list(_pool(workers).map(run, blocks))
         else:
@@ -195,14 +196,12 @@ def match_ranks(scores: torch.Tensor, positions: torch.Tensor, counts: torch.Ten
     return torch.from_numpy(ranks)
 
 
-def _compiled_ranks(array: np.ndarray, positions: np.ndarray, counts: np.ndarray, ranks: np.ndarray,
-                    first_index: int, sort_above: int, budget: int, workers: int) -> None:
-    """Fill ``ranks`` with the compiled kernel; rows with more than ``sort_above`` matches are sorted."""
-    count_ranks = kernel()
+def _compiled_ranks(count_ranks, array: np.ndarray, positions: np.ndarray, counts: np.ndarray,
+                    ranks: np.ndarray, first_index: int, sort_above: int, workers: int) -> None:
+    """Fill ``ranks`` of the rows with at most ``sort_above`` matches with the compiled kernel,
+    contiguous ranges of rows on the thread pool."""
     positions = np.ascontiguousarray(positions, dtype=np.int64)
-    counts = np.asarray(counts, dtype=np.int64)
-    heavy = counts > sort_above
-    light = np.where(heavy, 0, counts)
+    light = np.where(counts > sort_above, 0, counts).astype(np.int64)  # 0: the kernel skips the row
     num_rows = array.shape[0]
     pieces = min(num_rows, 4 * workers) if workers > 1 else 1
     bounds = np.linspace(0, num_rows, pieces + 1).astype(np.int64).tolist()
@@ -215,13 +214,6 @@ def _compiled_ranks(array: np.ndarray, positions: np.ndarray, counts: np.ndarray
     bad = [row for row in bad if row >= 0]
     if bad:
         raise ValueError(f"similarity row of query {first_index + min(bad)} contains NaN")
-    heavy_rows = heavy.nonzero()[0]
-    step = max(1, budget // max(array.shape[1], 1))
-    for start in range(0, len(heavy_rows), step):
-        rows = heavy_rows[start:start + step]
-        width = int(counts[rows].max())
-        ranks[rows, :width] = _sorted_block(torch.from_numpy(array[rows]), torch.from_numpy(positions[rows, :width]),
-                                            rows + first_index).numpy()
 
 
 def _cpu_runner(array: np.ndarray, positions: np.ndarray, ranks: np.ndarray, first_index: int, sort_above: int):
