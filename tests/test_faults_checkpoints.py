@@ -277,6 +277,28 @@ def test_hostile_architecture_is_refused_without_allocating(state, tmp_path, rec
     record_property("cases", len(cases))
 
 
+def pooled_norm_state(state: dict) -> dict:
+    """``state`` as a version without ``relation_norm`` wrote it: one BatchNorm1d(D) pooled over the parts."""
+    arch = {k: v for k, v in state["arch"].items() if k != "relation_norm"}
+    dim, parts = arch["embed_dim"], arch["num_parts"]
+    model = dict(state["model"])
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        key = f"relation.norm.{name}"
+        model[key] = model[key].view(parts, dim).mean(0)  # any D-wide values: this is another model
+    return {**state, "arch": arch, "model": model}
+
+
+def test_pooled_norm_checkpoint_of_an_older_version_still_loads(state, prepared_synth, tmp_path, record_property):
+    old = pooled_norm_state(state)
+    path = resave(tmp_path / "pooled.pt", old)
+    model, _, _ = load_model(path)
+    assert model.relation.norm_kind == "shared" and model.relation.norm.num_features == old["arch"]["embed_dim"]
+    torch.testing.assert_close(model.relation.norm.weight, old["model"]["relation.norm.weight"])
+    code, out, err = run_cli("test", "--checkpoint", path, "--data", prepared_synth, "--no-progress")
+    assert code == 0, err
+    record_property("cases", 1)
+
+
 @pytest.fixture
 def copied_run(tiny_run, tmp_path):
     import shutil
@@ -295,6 +317,20 @@ def test_resume_with_another_architecture_is_refused(copied_run, tiny_overrides,
     with pytest.raises(CheckpointError) as info:
         Trainer(wider, prepared_synth, copied_run, device="cpu", resume=True).fit()
     assert "embed_dim" in str(info.value) and "48" in str(info.value)
+    record_property("cases", 1)
+
+
+@pytest.mark.slow
+def test_resume_of_a_pooled_norm_run_with_the_per_part_default_is_refused(copied_run, tiny_overrides,
+                                                                          prepared_synth, record_property):
+    from ssan.config import load_config
+    from ssan.engine.trainer import Trainer
+
+    last = copied_run / "checkpoints" / "last.pt"
+    resave(last, pooled_norm_state(load_checkpoint(last)))
+    with pytest.raises(CheckpointError) as info:
+        Trainer(load_config("synth", tiny_overrides), prepared_synth, copied_run, device="cpu", resume=True).fit()
+    assert "relation_norm: 'shared' vs 'per_part'" in str(info.value)
     record_property("cases", 1)
 
 

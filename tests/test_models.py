@@ -62,15 +62,21 @@ def test_text_encoder_parameter_count_matches_reference():
     assert count == 2 * 5000 * 512 + 2 * 4 * 2048 * (512 + 2048) == 47_063_040
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_batch_size_one(train):
-    model = small_model().train(train)
+@pytest.mark.parametrize("train, norm", [(False, "per_part"), (True, "shared"), (False, "shared")])
+def test_batch_size_one(train, norm):
+    model = small_model(relation_norm=norm).train(train)
     tokens, lengths = random_text(1, 5)
     image = model.encode_image(torch.randn(1, 3, 64, 32))
     text = model.encode_text(tokens, lengths)
     assert image["relation"].shape == text["relation"].shape == (1, 6, 16)
     if train:
         (image["relation"].sum() + text["relation"].sum()).backward()
+
+
+def test_training_at_batch_size_one_with_per_part_norm_is_refused():
+    model = small_model().train()
+    with pytest.raises(ConfigError, match="relation_norm=shared"):
+        model.encode_image(torch.randn(1, 3, 64, 32))
 
 
 def test_padding_and_batch_mates_change_nothing():
@@ -165,8 +171,11 @@ def test_blocked_word_max_matches_the_dense_formulation(monkeypatch, block_eleme
     assert torch.autograd.gradcheck(lambda s, w: word_max_module.word_max(s, w, mask), (scores, words))
 
 
-def relation_loop(module: PartRelation, x: torch.Tensor) -> torch.Tensor:
-    """Method section 2 steps 1-8 written per part with explicit loops."""
+def relation_loop(module: PartRelation, x: torch.Tensor, normalise) -> torch.Tensor:
+    """Method section 2 steps 1-8 written per part with explicit loops.
+
+    ``normalise(ups)`` takes the K per-part ``B x D`` outputs of U_k and returns ``B x K x D``.
+    """
     lrelu = lambda v: F.leaky_relu(v, 0.25)  # noqa: E731
     num_parts = x.size(1)
     p = [F.normalize(lrelu(x[:, k] @ module.part_proj.weight[k].T), dim=-1) for k in range(num_parts)]
@@ -178,18 +187,65 @@ def relation_loop(module: PartRelation, x: torch.Tensor) -> torch.Tensor:
         weights = scores.softmax(dim=1)
         z = sum(weights[:, j : j + 1] * p[j] for j in range(num_parts))
         ups.append(z @ module.up_proj.weight[k].T)
-    u = module.norm(torch.stack(ups, dim=2)).transpose(1, 2)
-    y = x + lrelu(u)
+    y = x + lrelu(normalise(ups))
     return torch.stack([y[:, k] @ module.out_proj.weight[k].T for k in range(num_parts)], dim=1)
 
 
+def separate_norms(module: PartRelation, parts: int, dim: int) -> list:
+    """K BatchNorm1d(D) layers holding the K slices of the module's per-part BatchNorm."""
+    norms = []
+    for k in range(parts):
+        bn = torch.nn.BatchNorm1d(dim).train(module.training)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(bn, name).copy_(getattr(module.norm, name)[k * dim:(k + 1) * dim])
+        norms.append(bn)
+    return norms
+
+
 @pytest.mark.parametrize("train", [True, False])
-def test_relation_module_follows_the_method(train):
+def test_per_part_norm_equals_separate_batchnorms_part_by_part(train):
     torch.manual_seed(2)
-    module = PartRelation(num_parts=4, dim=8).train(train)
+    parts, dim = 4, 8
+    module = PartRelation(num_parts=parts, dim=dim).train(train)
+    with torch.no_grad():  # distinct statistics and affine parameters per part
+        module.norm.running_mean.normal_()
+        module.norm.running_var.uniform_(0.5, 2.0)
+        module.norm.weight.uniform_(0.5, 1.5)
+        module.norm.bias.normal_()
+    norms = separate_norms(module, parts, dim)
+    x = torch.randn(5, parts, dim, requires_grad=True)
+    out = module(x)
+    expected = relation_loop(module, x, lambda ups: torch.stack([bn(u) for bn, u in zip(norms, ups)], dim=1))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for k, bn in enumerate(norms):  # running statistics updated the same way, slice by slice
+        torch.testing.assert_close(module.norm.running_mean[k * dim:(k + 1) * dim], bn.running_mean)
+        torch.testing.assert_close(module.norm.running_var[k * dim:(k + 1) * dim], bn.running_var)
+    weights = torch.randn_like(out)
+    got = torch.autograd.grad((out * weights).sum(), [x, module.norm.weight, module.norm.bias])
+    want = torch.autograd.grad((expected * weights).sum(), [x] + [bn.weight for bn in norms]
+                               + [bn.bias for bn in norms])
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], torch.cat(want[1:1 + parts]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[2], torch.cat(want[1 + parts:]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_shared_norm_pools_batch_and_parts(train):
+    torch.manual_seed(2)
+    module = PartRelation(num_parts=4, dim=8, norm="shared").train(train)
     x = torch.randn(3, 4, 8)
-    torch.testing.assert_close(module(x), relation_loop(module, x), rtol=1e-5, atol=1e-5)
-    assert module(torch.randn(1, 4, 8)).shape == (1, 4, 4)
+    pooled = lambda ups: module.norm(torch.stack(ups, dim=2)).transpose(1, 2)  # noqa: E731  (B x D x K map)
+    torch.testing.assert_close(module(x), relation_loop(module, x, pooled), rtol=1e-5, atol=1e-5)
+    assert module.norm.num_features == 8
+    assert module.train()(torch.randn(1, 4, 8)).shape == (1, 4, 4)  # trains at batch size 1
+
+
+def test_relation_module_batch_size_one():
+    module = PartRelation(num_parts=4, dim=8).train()
+    with pytest.raises(ConfigError, match="batch of 1 sample"):
+        module(torch.randn(1, 4, 8))
+    assert module.eval()(torch.randn(1, 4, 8)).shape == (1, 4, 4)  # inference at batch 1 works
 
 
 def test_similarity_is_inner_product_of_flattened_features():
@@ -237,10 +293,24 @@ def test_small_backbone_size_and_map():
 
 def test_initialisation():
     model = small_model(hidden_dim=64, embed_dim=128)
-    assert torch.equal(model.relation.norm.weight, torch.ones(128))
-    assert torch.equal(model.relation.norm.bias, torch.zeros(128))
+    assert torch.equal(model.relation.norm.weight, torch.ones(6 * 128))  # one BN per part
+    assert torch.equal(model.relation.norm.bias, torch.zeros(6 * 128))
     std = model.part_proj.weight[0].std().item()
     assert abs(std - (2 / 128) ** 0.5) < 0.2 * (2 / 128) ** 0.5  # Kaiming normal, fan_out = D
+
+
+def test_word_attention_keeps_the_default_initialisation():
+    torch.manual_seed(0)
+    channels = 2048
+    wam = WordAttention(channels, num_parts=6)
+    weight = wam.score.weight
+    bound = 1 / channels**0.5
+    assert weight.abs().max() <= bound  # uniform in +-1/sqrt(C), PyTorch's default for a 1x1 conv
+    expected = 1 / (3 * channels) ** 0.5  # std of that uniform: 0.0128 at C = 2048
+    assert abs(weight.std().item() - expected) < 0.05 * expected
+    words = torch.rand(4, 20, channels) * 0.6 - 0.3  # LSTM states: |e| < 1, typically a few tenths
+    _, scores = wam(words, torch.ones(4, 20, dtype=torch.bool))
+    assert 0.4 < scores.min() and scores.max() < 0.6  # every score starts near 0.5
 
 
 def test_architecture_errors_are_clear():

@@ -38,7 +38,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet50"  # resnet50 | resnet18 | small (a from-scratch CNN for CPUs)
+    """The SSAN architecture (``ssan.models.SSAN`` takes it whole); the defaults are the paper's."""
+
+    backbone: str = "resnet50"  # a registered backbone: resnet50 | resnet18 | small (a from-scratch CNN for CPUs)
     pretrained: Union[bool, str] = False  # true: torchvision ImageNet weights; a path: local weights file
     num_parts: int = 6  # K, horizontal stripes / text parts
     embed_dim: int = 1024  # D, width of global and part features
@@ -47,6 +49,7 @@ class ModelConfig:
     dropout: float = 0.3  # dropout on the word embeddings
     parts: bool = True  # false: global-only ablation
     cnn_width: int = 32  # base channel width of the `small` backbone
+    relation_norm: str = "per_part"  # relation-module BatchNorm: per_part (the reference) | shared (trains at batch 1)
 
 
 @dataclass

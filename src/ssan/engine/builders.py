@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ssan.config import Config, DataConfig, ModelConfig
 
 
 def model_kwargs(cfg: ModelConfig, vocab_size: int) -> dict:
-    return {
-        "vocab_size": vocab_size,
-        "num_parts": cfg.num_parts,
-        "embed_dim": cfg.embed_dim,
-        "word_dim": cfg.word_dim,
-        "hidden_dim": cfg.hidden_dim,
-        "backbone": cfg.backbone,
-        "pretrained": cfg.pretrained,
-        "parts": cfg.parts,
-        "dropout": cfg.dropout,
-        "cnn_width": cfg.cnn_width,
-    }
+    return {"vocab_size": vocab_size, **dataclasses.asdict(cfg)}
 
 
 def build_model(cfg: ModelConfig, vocab_size: int):
     from ssan.models import SSAN
 
-    return SSAN(**model_kwargs(cfg, vocab_size))
+    return SSAN(vocab_size, cfg)
 
 
 def build_criterion(cfg: Config, num_classes: int, model):

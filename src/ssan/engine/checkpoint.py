@@ -34,6 +34,7 @@ from typing import Any, Optional, Tuple, Union
 import torch
 
 from ssan.errors import CheckpointError
+from ssan.models._state_dict import strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,6 @@ REQUIRED_KEYS = ("arch", "model", "vocab")
 FAULT_PAUSE_ENV = "SSAN_FAULT_PAUSE"
 
 PathLike = Union[str, os.PathLike]
-
-
-def strip_prefixes(state_dict: dict) -> dict:
-    """Remove ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (torch.compile) key prefixes."""
-    cleaned = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        cleaned[key] = value
-    return cleaned
 
 
 def save_checkpoint(path: PathLike, state: dict) -> Path:
@@ -224,9 +214,9 @@ def model_from_checkpoint(state: dict, device: Union[str, torch.device] = "cpu",
     device (no memory) and compared with the weights, so a hostile or mismatched ``arch`` is
     refused before anything is allocated.
     """
-    from ssan.models import SSAN
+    from ssan.models.ssan import SSAN, normalise_arch
 
-    arch = dict(state["arch"])
+    arch = normalise_arch(state["arch"])
     arch["pretrained"] = False  # the checkpoint carries every weight
     weights = strip_prefixes(state["model"])
     oversized = _oversized_arguments(arch, weights)
@@ -309,10 +299,13 @@ def check_compatible(state: dict, *, vocab: Optional[list] = None, arch: Optiona
             f"first difference at id {diff})"
         )
     if arch is not None:
+        from ssan.models.ssan import normalise_arch
+
+        theirs = normalise_arch(state["arch"])
         differences = [
-            f"{key}: {state['arch'].get(key)!r} vs {arch.get(key)!r}"
-            for key in sorted(set(state["arch"]) | set(arch))
-            if key != "pretrained" and state["arch"].get(key) != arch.get(key)
+            f"{key}: {theirs.get(key)!r} vs {arch.get(key)!r}"
+            for key in sorted(set(theirs) | set(arch))
+            if key != "pretrained" and theirs.get(key) != arch.get(key)
         ]
         if differences:
             raise CheckpointError(f"{where} has a different architecture ({'; '.join(differences)})")

@@ -1,32 +1,34 @@
-"""Image backbones: torchvision ResNets (optionally ImageNet-pretrained) and a small CPU CNN.
+"""Image backbones, one registry: torchvision ResNets (optionally ImageNet-pretrained), a small CPU CNN.
 
 Every backbone maps ``B x 3 x H x W`` images to a ``B x C x h x w`` feature map; the SSAN
 heads pool that map. ``C`` must equal the LSTM hidden width because the text word
-features pass through the same global and part projections as the image map.
+features pass through the same global and part projections as the image map. Add one
+from user code with :func:`register_backbone` (see ``docs/extending.md``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torchvision
 from torch import nn
 
+from ssan.config import ModelConfig
 from ssan.errors import CheckpointError, ConfigError
+from ssan.models._state_dict import strip_prefixes
 from ssan.models.layers import kaiming_fan_out_
+from ssan.registry import Registry
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet50", "resnet18", "small")
-RESNET_CHANNELS = {"resnet50": 2048, "resnet18": 512}
-_RESNET_WEIGHTS: dict[str, Callable] = {
+_RESNET_WEIGHTS: dict[str, Callable] = {  # the reference's ImageNet weights (torchvision's V1)
     "resnet50": lambda: torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
     "resnet18": lambda: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
 }
-_PREFIXES = ("module.", "_orig_mod.")
 
 
 class ArchitectureError(ConfigError, ValueError):
@@ -37,11 +39,52 @@ class PretrainedWeightsError(CheckpointError):
     """Pretrained backbone weights were requested but cannot be obtained or loaded."""
 
 
+@dataclass(frozen=True)
+class Backbone:
+    """A registered image backbone.
+
+    build: ``build(config) -> nn.Module`` mapping ``B x 3 x H x W`` images to a
+        ``B x C x h x w`` map; ``config`` is the whole :class:`ssan.config.ModelConfig`
+        (``pretrained``, ``hidden_dim``, ``cnn_width``... as the builder needs them).
+    out_channels: C, or None when the builder outputs ``config.hidden_dim`` channels.
+        C must equal the LSTM hidden width: the word features pass through the same
+        projections as the image map.
+    """
+
+    build: Callable[[ModelConfig], nn.Module]
+    out_channels: Optional[int] = None
+
+    def channels(self, config: ModelConfig) -> int:
+        """The map's channels for ``config``."""
+        return self.out_channels if self.out_channels is not None else config.hidden_dim
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone", ArchitectureError)
+
+
+def register_backbone(name: str, out_channels: Optional[int] = None, *, overwrite: bool = False):
+    """Decorator registering ``build(config) -> nn.Module`` as backbone ``name``.
+
+    Args:
+        name: the value of ``model.backbone`` that selects it.
+        out_channels: channels of its output map (None: it outputs ``config.hidden_dim``).
+    """
+
+    def decorate(build: Callable[[ModelConfig], nn.Module]):
+        BACKBONES.register(name, Backbone(build, out_channels), overwrite=overwrite)
+        return build
+
+    return decorate
+
+
 class ResNetTrunk(nn.Module):
     """A torchvision ResNet up to and excluding the average pool (last stride kept at 2).
 
     Attribute names match torchvision's, so a torchvision state dict (minus ``fc.*``) loads.
-    384x128 input gives a ``C x 12 x 4`` map.
+    384x128 input gives a ``C x 12 x 4`` map (C = 2048 for ResNet-50/101/152, 512 for 18/34).
+
+    Args:
+        name: a torchvision ResNet constructor (``resnet50``, ``resnet101``...).
     """
 
     def __init__(self, name: str) -> None:
@@ -49,12 +92,30 @@ class ResNetTrunk(nn.Module):
         net = getattr(torchvision.models, name)(weights=None)
         for part in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             setattr(self, part, getattr(net, part))
-        self.out_channels = RESNET_CHANNELS[name]
+        self.out_channels = net.fc.in_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: B x 3 x H x W -> B x C x H/32 x W/32."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def resnet_trunk(name: str, pretrained: Union[bool, str, Path] = False) -> ResNetTrunk:
+    """A :class:`ResNetTrunk`, with ImageNet (``True``) or local-file (a path) weights loaded strictly."""
+    trunk = ResNetTrunk(name)
+    if pretrained:
+        load_trunk_weights(trunk, name, pretrained)
+    return trunk
+
+
+@register_backbone("resnet50", out_channels=2048)
+def _resnet50(config: ModelConfig) -> nn.Module:
+    return resnet_trunk("resnet50", config.pretrained)
+
+
+@register_backbone("resnet18", out_channels=512)
+def _resnet18(config: ModelConfig) -> nn.Module:
+    return resnet_trunk("resnet18", config.pretrained)
 
 
 def _conv_block(in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -95,40 +156,39 @@ class SmallCNN(nn.Sequential):
                 nn.init.zeros_(module.bias)
 
 
-def build_backbone(name: str, channels: int, pretrained: Union[bool, str] = False, cnn_width: int = 32) -> nn.Module:
-    """Build the image backbone ``name`` whose output has ``channels`` channels.
+@register_backbone("small")
+def _small(config: ModelConfig) -> nn.Module:
+    if config.pretrained:
+        raise ArchitectureError("backbone 'small' is trained from scratch: set model.pretrained=false")
+    return SmallCNN(config.cnn_width, config.hidden_dim)
 
-    Args:
-        name: one of ``BACKBONES``.
-        channels: required output channels (the LSTM hidden width).
-        pretrained: False (random init), True (torchvision ImageNet weights through the
-            torch hub cache) or a path to a local state-dict file (ResNets only).
-        cnn_width: base width of the ``small`` backbone.
-    """
-    if name not in BACKBONES:
-        raise ArchitectureError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
-    if name == "small":
-        if pretrained:
-            raise ArchitectureError("backbone 'small' is trained from scratch: set model.pretrained=false")
-        return SmallCNN(cnn_width, channels)
-    if RESNET_CHANNELS[name] != channels:
+
+def build_backbone(config: ModelConfig) -> nn.Module:
+    """The backbone ``config.backbone``, checked to output ``config.hidden_dim`` channels."""
+    entry = BACKBONES.get(config.backbone)
+    channels = entry.channels(config)
+    if channels != config.hidden_dim:
         raise ArchitectureError(
-            f"backbone {name} outputs {RESNET_CHANNELS[name]} channels but hidden_dim={channels}; the word "
-            f"features share the image projections, so set hidden_dim={RESNET_CHANNELS[name]} for {name}"
+            f"backbone {config.backbone} outputs {channels} channels but hidden_dim={config.hidden_dim}; the "
+            f"word features share the image projections, so set hidden_dim={channels} for {config.backbone}"
         )
-    trunk = ResNetTrunk(name)
-    if pretrained:
-        load_trunk_weights(trunk, name, pretrained)
-    return trunk
+    return entry.build(config)
 
 
 def _hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _imagenet_weights(name: str):
+    """The torchvision weights enum entry of ResNet ``name`` (V1 for the reference's two)."""
+    if name in _RESNET_WEIGHTS:
+        return _RESNET_WEIGHTS[name]()
+    return torchvision.models.get_model_weights(name).DEFAULT
+
+
 def _imagenet_state_dict(name: str) -> dict:
     """torchvision's ImageNet weights for ``name`` via the torch hub cache (downloads if absent)."""
-    weights = _RESNET_WEIGHTS[name]()
+    weights = _imagenet_weights(name)
     file_name = weights.url.rsplit("/", 1)[-1]
     try:
         return torch.hub.load_state_dict_from_url(weights.url, progress=False, file_name=file_name, weights_only=True)
@@ -142,7 +202,7 @@ def _imagenet_state_dict(name: str) -> dict:
 
 def _file_state_dict(path: Union[str, Path], name: str) -> dict:
     path = Path(path).expanduser()
-    hint = _RESNET_WEIGHTS[name]().url
+    hint = _imagenet_weights(name).url
     if not path.is_file():
         raise PretrainedWeightsError(
             f"pretrained weights file not found: {path}; download {hint} and pass "
@@ -161,14 +221,7 @@ def _file_state_dict(path: Union[str, Path], name: str) -> dict:
 
 
 def _clean_keys(state: dict) -> dict:
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in _PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        if not key.startswith("fc."):
-            cleaned[key] = value
-    return cleaned
+    return {key: value for key, value in strip_prefixes(state).items() if not key.startswith("fc.")}
 
 
 def load_trunk_weights(trunk: ResNetTrunk, name: str, source: Union[bool, str, Path]) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssan.config import ModelConfig
 from ssan.models.backbones import ArchitectureError, build_backbone
 from ssan.models.layers import LEAKY_SLOPE, PartLinear, is_tracing, kaiming_fan_out_
-from ssan.models.relation import PartRelation
+from ssan.models.relation import RELATION_NORMS, PartRelation
 from ssan.models.text import TextEncoder, WordAttention, as_cpu_lengths, global_text_max
 
 log = logging.getLogger(__name__)
@@ -22,40 +24,38 @@ class SSAN(nn.Module):
 
     Args:
         vocab_size: embedding rows including padding id 0.
-        num_parts: K, horizontal stripes / text parts.
-        embed_dim: D, width of global and part features (relation features are D/2).
-        word_dim: embedding width.
-        hidden_dim: LSTM hidden width C; must equal the backbone's channels
-            (2048 for resnet50, 512 for resnet18; the ``small`` backbone outputs hidden_dim).
-        backbone: ``resnet50`` | ``resnet18`` | ``small``.
-        pretrained: False, True (torchvision ImageNet weights) or a local weights path.
-        parts: False builds the global-only ablation (no parts, WAM or relation module).
-        dropout: dropout on the word embeddings.
-        cnn_width: base width of the ``small`` backbone.
+        config: the architecture, a :class:`ssan.config.ModelConfig` (its fields are
+            documented there: backbone, pretrained, num_parts, embed_dim, word_dim,
+            hidden_dim, dropout, parts, cnn_width, relation_norm).
+        **fields: any of those fields, overriding ``config`` (``SSAN(5000, backbone="small")``).
 
-    ``model.arch`` holds these arguments as plain data, with ``pretrained`` recorded as
-    False: the weights then come from a checkpoint, so ``SSAN(**arch)`` never needs the
-    original weights file or the network.
+    ``model.arch`` holds ``vocab_size`` and the config's fields as plain data, with
+    ``pretrained`` recorded as False: the weights then come from a checkpoint, so
+    ``SSAN(**arch)`` never needs the original weights file or the network.
     """
 
-    def __init__(self, vocab_size: int, num_parts: int = 6, embed_dim: int = 1024, word_dim: int = 512,
-                 hidden_dim: int = 2048, backbone: str = "resnet50", pretrained: Union[bool, str] = False,
-                 parts: bool = True, dropout: float = 0.3, cnn_width: int = 32) -> None:
+    def __init__(self, vocab_size: int, config: Optional[ModelConfig] = None, **fields) -> None:
         super().__init__()
-        _check_arguments(vocab_size, num_parts, embed_dim, parts)
-        self.arch = {"vocab_size": vocab_size, "num_parts": num_parts, "embed_dim": embed_dim,
-                     "word_dim": word_dim, "hidden_dim": hidden_dim, "backbone": backbone,
-                     "pretrained": False, "parts": parts, "dropout": dropout, "cnn_width": cnn_width}
-        self.num_parts = num_parts
-        self.parts = parts
-        self.backbone = build_backbone(backbone, hidden_dim, pretrained, cnn_width)
-        self.text_encoder = TextEncoder(vocab_size, word_dim, hidden_dim, dropout, parts)
-        self.global_proj = nn.Linear(hidden_dim, embed_dim, bias=False)  # W_g, shared by both modalities
+        config = _resolve_config(config, fields)
+        _check_arguments(vocab_size, config)
+        self.config = config
+        self.arch = {"vocab_size": vocab_size, **dataclasses.asdict(config), "pretrained": False}
+        self.num_parts = config.num_parts
+        self.parts = config.parts
+        hidden, embed = config.hidden_dim, config.embed_dim
+        self.backbone = build_backbone(config)
+        self.text_encoder = TextEncoder(vocab_size, config.word_dim, hidden, config.dropout, config.parts)
+        self.global_proj = nn.Linear(hidden, embed, bias=False)  # W_g, shared by both modalities
         kaiming_fan_out_(self.global_proj.weight)
-        if parts:
-            self.part_proj = PartLinear(num_parts, hidden_dim, embed_dim)  # W_k, shared by both modalities
-            self.word_attention = WordAttention(hidden_dim, num_parts)
-            self.relation = PartRelation(num_parts, embed_dim)
+        if config.parts:
+            self.part_proj = PartLinear(config.num_parts, hidden, embed)  # W_k, shared by both modalities
+            self.word_attention = WordAttention(hidden, config.num_parts)
+            self.relation = PartRelation(config.num_parts, embed, config.relation_norm)
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> SSAN:
+        """Rebuild from ``model.arch`` (see :func:`normalise_arch` for archs of older versions)."""
+        return cls(**normalise_arch(arch))
 
     def encode_image(self, images: torch.Tensor) -> dict:
         """images: B x 3 x H x W -> {"global": B x D, "parts": B x K x D, "relation": B x K x D/2}."""
@@ -101,20 +101,34 @@ class SSAN(nn.Module):
             out["weak_text"] = self.encode_text(batch["weak_tokens"], batch["weak_lengths"])
         return out
 
-    def backbone_parameters(self) -> list:
-        """Parameters of the image backbone (the pretrained part, trained at a lower rate)."""
-        return list(self.backbone.parameters())
+def normalise_arch(arch: dict) -> dict:
+    """``arch`` with the fields that older versions did not record filled in as those versions built them.
 
-    def head_parameters(self) -> list:
-        """Every parameter outside the image backbone (the new layers)."""
-        backbone = {id(p) for p in self.backbone.parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
+    An arch without ``relation_norm`` comes from a model with the pooled relation BatchNorm
+    (``shared``): it loads as such, and resuming it with the per-part default is refused.
+    """
+    arch = dict(arch)
+    arch.setdefault("relation_norm", "shared")
+    return arch
 
 
-def _check_arguments(vocab_size: int, num_parts: int, embed_dim: int, parts: bool) -> None:
+def _resolve_config(config: Optional[ModelConfig], fields: dict) -> ModelConfig:
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ArchitectureError(f"unknown model argument {unknown[0]!r}; valid: vocab_size, {', '.join(sorted(known))}")
+    return dataclasses.replace(config or ModelConfig(), **fields)
+
+
+def _check_arguments(vocab_size: int, config: ModelConfig) -> None:
     if vocab_size < 2:
         raise ArchitectureError(f"vocab_size must be at least 2 (padding plus one word), got {vocab_size}")
-    if embed_dim < 2 or embed_dim % 2:
-        raise ArchitectureError(f"embed_dim must be even (relation features are embed_dim/2), got {embed_dim}")
-    if parts and num_parts < 2:
-        raise ArchitectureError(f"num_parts must be at least 2 for the part relation module, got {num_parts}")
+    if config.embed_dim < 2 or config.embed_dim % 2:
+        raise ArchitectureError(
+            f"embed_dim must be even (relation features are embed_dim/2), got {config.embed_dim}")
+    if config.parts and config.num_parts < 2:
+        raise ArchitectureError(
+            f"num_parts must be at least 2 for the part relation module, got {config.num_parts}")
+    if config.relation_norm not in RELATION_NORMS:
+        raise ArchitectureError(
+            f"unknown relation_norm {config.relation_norm!r}; valid: {', '.join(RELATION_NORMS)}")
