@@ -40,11 +40,52 @@ def test_same_identity_non_pairs_are_not_negatives():
 
 
 def test_anchors_without_semi_hard_negatives_contribute_nothing():
-    easy = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    easy = torch.tensor([[0.9, 0.1], [0.2, 0.8]])  # the fallback triplet is easy too: hinge 0
     sim = easy.clone().requires_grad_(True)
     loss = bidirectional_hinge(sim, torch.tensor([0, 1]), 0.2)
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(sim.grad) == 0
+
+
+# No anchor has a semi-hard negative in either direction (every negative is hard or easy):
+#   rows: r0 pos 0.5 (0.9, 0.9 hard); r1 pos 0.4 (0.8, 0.95 hard); r2 pos 0.2 (0.7, 0.6 hard)
+#   columns: c0 pos 0.5 (0.8, 0.7 hard); c1 pos 0.4 (0.9, 0.6 hard); c2 pos 0.2 (0.9, 0.95 hard)
+# The reference's fallback: last anchor (2), its positive, its first other-identity candidate.
+ALL_HARD = torch.tensor([[0.5, 0.9, 0.9], [0.8, 0.4, 0.95], [0.7, 0.6, 0.2]])
+
+
+def test_fallback_triplet_when_no_anchor_has_a_semi_hard_negative():
+    sim = ALL_HARD.clone().requires_grad_(True)
+    rows = semi_hard_hinge(sim, LABELS, 0.2)
+    assert rows.item() == pytest.approx(0.2 - 0.2 + 0.7)  # anchor 2 against column 0
+    assert semi_hard_hinge(ALL_HARD.T, LABELS, 0.2).item() == pytest.approx(0.2 - 0.2 + 0.9)  # column 2 vs row 0
+    assert bidirectional_hinge(ALL_HARD, LABELS, 0.2).item() == pytest.approx(1.6)
+    rows.backward()
+    expected = torch.zeros(3, 3)
+    expected[2, 2], expected[2, 0] = -1.0, 1.0
+    assert torch.equal(sim.grad, expected)
+
+
+def test_fallback_negative_is_the_first_other_identity_in_batch_order():
+    assert semi_hard_hinge(ALL_HARD, torch.tensor([0, 0, 2]), 0.2).item() == pytest.approx(0.7)
+    assert semi_hard_hinge(ALL_HARD, torch.tensor([2, 0, 2]), 0.2).item() == pytest.approx(0.6)  # column 1
+    assert semi_hard_hinge(ALL_HARD, torch.tensor([1, 1, 1]), 0.2).item() == 0.0  # no other identity at all
+
+
+def test_fallback_uses_the_last_anchor_margin_and_the_last_examined_identity():
+    margins = torch.tensor([0.2, 0.2, 0.5])
+    assert semi_hard_hinge(ALL_HARD, LABELS, margins).item() == pytest.approx(0.5 - 0.2 + 0.7)
+    # With anchors 1 and 2 skipped, the reference's loop last examined anchor 0 (identity 0), so the
+    # negative is the first candidate of another identity than 0: column 1.
+    active = torch.tensor([True, False, False])
+    assert semi_hard_hinge(ALL_HARD, LABELS, margins, active).item() == pytest.approx(0.5 - 0.2 + 0.6)
+    assert semi_hard_hinge(ALL_HARD, LABELS, margins, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_no_fallback_when_one_anchor_has_a_semi_hard_negative():
+    sim = ALL_HARD.clone()
+    sim[0, 1] = 0.45  # row 0 now has a semi-hard negative: only its hinge counts
+    assert semi_hard_hinge(sim, LABELS, 0.2).item() == pytest.approx(0.2 - 0.5 + 0.45)
 
 
 def test_one_negative_drawn_uniformly_among_semi_hard_ones():

@@ -6,6 +6,9 @@ diagonal. Image anchors read rows (negatives are texts), text anchors read colum
 non-pairs are ignored. Among the semi-hard negatives, S_ap - margin < S_an < S_ap,
 ONE is drawn uniformly at random per anchor; an anchor without one contributes
 nothing. Hinge terms max(0, margin - S_ap + S_an) are summed over anchors and directions.
+When no anchor of a direction has a semi-hard negative, the reference still adds one
+triplet (the last anchor, its positive and its first other-identity candidate in batch
+order, at that anchor's margin); so do we (:func:`_fallback_hinge`).
 
 Weak term: the same mining on ``weak_sim[i, j] = cos(image_i, weak_text_j)``. Its margin
 is margin/2 for epochs < ``weak_warmup_epochs``; afterwards pair i gets
@@ -43,6 +46,29 @@ def _uniform_pick(candidates: torch.Tensor, generator: Optional[torch.Generator]
     return noise.masked_fill(~candidates, -1.0).argmax(dim=1)
 
 
+def _fallback_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor,
+                    active: Optional[torch.Tensor]) -> torch.Tensor:
+    """The reference's triplet for a direction in which no anchor found a semi-hard negative.
+
+    Reference ``RankingLoss.get_triplets``: when its loop over anchors collected no triplet it
+    appends ``[idx, idx, negative[0]]`` with the loop's final values: the last anchor of the
+    batch, its positive, and the first candidate (in batch order) whose identity differs from
+    that of the last anchor the loop examined (the last *active* one; with every anchor active,
+    the last anchor itself), at the last anchor's margin. Computed without a host sync; zero
+    when the reference would have crashed instead (no active anchor, or no other identity).
+    """
+    size = sim.size(0)
+    positions = torch.arange(size, device=sim.device)
+    examined = positions if active is None else torch.where(active, positions, -1)
+    last_examined = examined.max()
+    other = labels != labels[last_examined.clamp_min(0)]
+    negative = other.to(torch.uint8).argmax()  # first True
+    valid = other.any() & (last_examined >= 0)
+    last = size - 1
+    hinge = (margins[last] - sim[last, last] + sim[last, negative]).clamp_min(0.0)
+    return torch.where(valid, hinge, torch.zeros_like(hinge))
+
+
 def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[float, torch.Tensor],
                     active: Optional[torch.Tensor] = None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -56,7 +82,8 @@ def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[floa
         generator: optional torch generator for the random choice.
 
     Returns:
-        Scalar: sum over anchors with a semi-hard negative of margin - S_ap + S_an.
+        Scalar: sum over anchors with a semi-hard negative of margin - S_ap + S_an; when no
+        anchor has one, the reference's single fallback triplet (:func:`_fallback_hinge`).
     """
     margins = torch.as_tensor(margins, dtype=sim.dtype, device=sim.device).expand(sim.size(0))
     labels = labels.to(sim.device)
@@ -64,13 +91,16 @@ def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[floa
     positive = scores.diagonal()[:, None]
     candidates = ((labels[:, None] != labels[None, :]) & (scores > positive - margins[:, None])
                   & (scores < positive))
-    has_negative = candidates.any(dim=1)
     if active is not None:
-        has_negative = has_negative & active.to(sim.device)
+        active = active.to(sim.device)
+        candidates = candidates & active[:, None]
+    has_negative = candidates.any(dim=1)
     chosen = _uniform_pick(candidates, generator)
     anchors = torch.arange(sim.size(0), device=sim.device)
     hinge = (margins - sim.diagonal() + sim[anchors, chosen]).clamp_min(0.0)
-    return (hinge * has_negative).sum()
+    mined = (hinge * has_negative).sum()
+    fallback = _fallback_hinge(sim, labels, margins, active)
+    return torch.where(has_negative.any(), mined, mined + fallback)
 
 
 def bidirectional_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[float, torch.Tensor],
