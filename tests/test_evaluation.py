@@ -22,7 +22,7 @@ from ssan.evaluation import (
 )
 from ssan.models import SSAN, similarity
 
-METRICS = {"R1", "R5", "R10", "mAP", "mINP"}
+METRICS = {"R1", "R5", "R10", "mAP", "mINP", "mAP_trapezoid"}
 TINY_ARCH = {"num_parts": 2, "embed_dim": 8, "word_dim": 8, "hidden_dim": 16, "backbone": "small", "cnn_width": 4}
 
 
@@ -100,7 +100,7 @@ def test_format_metrics_table(feature_case):
     table = format_metrics_table(evaluate_features(images, texts, qids, gids, i2t=True))
     lines = table.splitlines()
     assert lines[0].startswith("text -> image (45 queries x 30 gallery)")
-    assert lines[1].split() == ["term", "R1", "R5", "R10", "mAP", "mINP"]
+    assert lines[1].split() == ["term", "R1", "R5", "R10", "mAP", "mINP", "mAP_trapezoid"]
     assert [line.split()[0] for line in lines[2:6]] == ["global", "parts", "relation", "sum"]
     assert "image -> text (30 queries x 45 gallery)" in table
 

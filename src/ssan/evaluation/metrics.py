@@ -103,7 +103,9 @@ def query_metrics(ranks: torch.Tensor, counts: torch.Tensor) -> Dict[str, torch.
         counts: (R,) number of matches of each query (>= 1).
 
     Returns:
-        ``{"first_rank": (R,) long, "ap": (R,) float64, "inp": (R,) float64}``.
+        ``{"first_rank": (R,) long, "ap": (R,) float64, "ap_trapezoid": (R,) float64,
+        "inp": (R,) float64}``. ``ap_trapezoid`` is the SSAN reference code's AP (see
+        :func:`trapezoid_ap`).
     """
     width = ranks.shape[1]
     k = torch.arange(1, width + 1, device=ranks.device)
@@ -111,7 +113,27 @@ def query_metrics(ranks: torch.Tensor, counts: torch.Tensor) -> Dict[str, torch.
     ranks = torch.where(valid, ranks, torch.iinfo(torch.long).max).sort(1).values
     precision = torch.where(valid, k[None, :].double() / ranks.double(), 0.0)
     last = ranks.gather(1, (counts - 1)[:, None])[:, 0]
-    return {"first_rank": ranks[:, 0], "ap": precision.sum(1) / counts.double(), "inp": counts.double() / last.double()}
+    return {"first_rank": ranks[:, 0], "ap": precision.sum(1) / counts.double(),
+            "ap_trapezoid": trapezoid_ap(ranks, counts, valid, precision),
+            "inp": counts.double() / last.double()}
+
+
+def trapezoid_ap(ranks: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor,
+                 precision: torch.Tensor) -> torch.Tensor:
+    """The SSAN reference's trapezoid-interpolated AP, per query.
+
+    Its ``calculate_ap``: for the i-th match (0-based) at 0-based position p_i,
+    ``ap += (1/n) * (old_precision + precision) / 2`` with precision = (i+1)/(p_i+1) and
+    old_precision = i/p_i (1.0 when p_i = 0). ``ranks`` (sorted, 1-based), ``valid`` and
+    ``precision`` are those of :func:`query_metrics`. It is not the standard AP: report it
+    under its own name (``mAP_trapezoid``), never as ``mAP``.
+    """
+    i = torch.arange(ranks.shape[1], device=ranks.device, dtype=torch.float64)[None, :]
+    before = (ranks.double() - 1.0).clamp_min(1.0)  # p_i, guarded where p_i = 0 (then old = 1)
+    old = torch.where(ranks == 1, torch.ones_like(before), i / before)
+    area = torch.where(valid, (old + precision) / 2, 0.0)
+    total = area.cumsum(1).gather(1, (counts - 1)[:, None])[:, 0]  # a running sum: padding never enters
+    return total / counts.double()
 
 
 class RankMetricAccumulator:
@@ -193,14 +215,19 @@ class RankMetricAccumulator:
                            budget=budget, workers=self.workers or torch.get_num_threads())
 
     def per_query(self) -> Dict[str, torch.Tensor]:
-        """Per-query figures so far: ``first_rank``, ``ap``, ``inp``, ``num_matches`` (CPU tensors)."""
-        keys = ("first_rank", "ap", "inp", "num_matches")
+        """Per-query figures so far: ``first_rank``, ``ap``, ``ap_trapezoid``, ``inp``, ``num_matches`` (CPU)."""
+        keys = ("first_rank", "ap", "ap_trapezoid", "inp", "num_matches")
+        floats = ("ap", "ap_trapezoid", "inp")
         if not self._parts:
-            return {key: torch.empty(0, dtype=torch.float64 if key in ("ap", "inp") else torch.long) for key in keys}
+            return {key: torch.empty(0, dtype=torch.float64 if key in floats else torch.long) for key in keys}
         return {key: torch.cat([part[key] for part in self._parts]) for key in keys}
 
     def evaluate(self) -> Dict[str, float]:
-        """``{"R<k>": ..., "mAP": ..., "mINP": ...}`` in percent over every processed query."""
+        """``{"R<k>": ..., "mAP": ..., "mINP": ..., "mAP_trapezoid": ...}`` in percent over every query.
+
+        ``mAP`` is the standard (non-interpolated) AP, the headline; ``mAP_trapezoid`` is the
+        SSAN reference code's interpolated variant, for comparison with figures it produced.
+        """
         if self.num_queries == 0:
             raise ValueError("no queries were processed")
         figures = self.per_query()
@@ -208,6 +235,7 @@ class RankMetricAccumulator:
         out = {f"R{k}": 100.0 * float((first <= k).double().mean()) for k in self.ks}
         out["mAP"] = 100.0 * float(figures["ap"].mean())
         out["mINP"] = 100.0 * float(figures["inp"].mean())
+        out["mAP_trapezoid"] = 100.0 * float(figures["ap_trapezoid"].mean())
         return out
 
 
@@ -225,7 +253,8 @@ def rank_metrics(similarity, query_ids, gallery_ids, ks: Sequence[int] = DEFAULT
         chunk_size: queries processed at a time (None: 4096); memory stays bounded.
 
     Returns:
-        ``{"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}`` (one ``R<k>`` per k), floats in %.
+        ``{"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": .., "mAP_trapezoid": ..}`` (one ``R<k>``
+        per k), floats in %; ``mAP_trapezoid`` is the SSAN reference code's interpolated AP.
 
     Raises:
         ValueError: a query has no matching gallery item (names the query index and id), the
