@@ -68,8 +68,12 @@ def test_missing_or_malformed_processed_tokens_fall_back_to_tokenizing(tmp_path)
                cuhk(file_path="c.png", processed_tokens=[["He's", "T-shirt"]])]
     ann = read_annotations("cuhk-pedes", write(tmp_path, records))
     assert ann.records[0].tokens == ann.records[1].tokens == (("a", "man", "in", "a", "red", "shirt"),)
-    assert ann.records[2].tokens == (("hes", "t", "shirt"),)  # processed tokens normalised like queries
+    assert ann.records[2].tokens == (("he's", "t-shirt"),)  # given tokens as they are, lower-cased
+    assert ann.token_changes["lowercased"] == 2
     assert ann.retokenized == 1
+    again = read_annotations("cuhk-pedes", write(tmp_path, records), retokenize=True)
+    assert again.records[2].tokens == (("hes", "t", "shirt"),)  # the option: normalised like queries
+    assert again.token_changes["retokenized"] == 2
 
 
 def test_single_string_caption_and_digit_string_id(tmp_path):

@@ -110,7 +110,7 @@ def test_vocabulary_train_only_min_count_and_labels(tmp_path):
     assert train[0]["tokens"] == [[2, 1, 5], [1]]
     test = load_prepared(root / "ssan-prepared").records("test")
     assert test == [{"image": "h.png", "id": 99, "label": None, "captions": ["green green green shirt"],
-                     "tokens": [[5]]}]
+                     "tokens": [[5]], "words": [["green", "green", "green", "shirt"]]}]
     assert summary["empty_captions"] == 2
     assert summary["skipped"] == [{"index": 8, "file": "i.png", "reason": "no caption has a known word"}]
     assert summary["splits"]["test"] == {"images": 1, "captions": 1, "identities": 1}
@@ -181,7 +181,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "_write", failing_write)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset("cuhk-pedes", root)
-    assert sorted(p.name for p in root.iterdir()) == ["imgs", "reid_raw.json", "ssan-synth.json"]
+    assert sorted(p.name for p in root.iterdir()) == ["imgs", "reid_raw.json", "ssan-synth-truth.json", "ssan-synth.json"]
 
 
 def test_load_prepared_errors(tmp_path):
@@ -203,3 +203,53 @@ def test_load_prepared_errors(tmp_path):
     (out / "vocab.json").write_text("[")
     with pytest.raises(DataError, match="vocab.json"):
         load_prepared(out)
+
+
+# ------------------------------------------------------------ tokens as the dataset gives them
+def tokens_case(tmp_path, records):
+    root = tmp_path / "given"
+    (root / "imgs").mkdir(parents=True)
+    for record in records:
+        Image.new("RGB", (16, 32), (120, 30, 30)).save(root / "imgs" / record["file_path"])
+    (root / "reid_raw.json").write_text(json.dumps(records), encoding="utf-8")
+    return root
+
+
+def given(split, path, identity, tokens):
+    return {"split": split, "captions": [" ".join(tokens)], "file_path": path, "id": identity,
+            "processed_tokens": [tokens]}
+
+
+GIVEN = [given("train", "a.png", 1, ["A", "man", "in", "a", "t-shirt"]),
+         given("train", "b.png", 1, ["a", "man", "in", "a", "T-shirt", "and", "jeans"]),
+         given("train", "c.png", 2, ["a", "woman", "in", "jeans"]),
+         given("train", "d.png", 2, ["a", "woman", "He's", "walking"]),
+         given("test", "e.png", 3, ["a", "man", "in", "a", "t-shirt", "with", "a", "hat"])]
+
+
+def test_processed_tokens_are_used_as_given_lower_cased(tmp_path):
+    root = tokens_case(tmp_path, GIVEN)
+    summary = prepare_dataset("cuhk-pedes", root, tmp_path / "out")
+    prepared = load_prepared(tmp_path / "out")
+    assert "t-shirt" in prepared.vocab and "t" not in prepared.vocab  # hyphenated tokens kept whole
+    assert "a" in prepared.vocab and "A" not in prepared.vocab  # capitalised tokens lower-cased, not dropped
+    first = prepared.records("train")[0]
+    assert first["words"] == [["a", "man", "in", "a", "t-shirt"]]
+    assert prepared.vocab.decode(first["tokens"][0]) == ["a", "man", "in", "a", "t-shirt"]
+    tokens = summary["tokens"]
+    assert tokens["source"] == "as given, lower-cased"
+    assert (tokens["lowercased"], tokens["retokenized"]) == (3, 0)  # "A", "T-shirt", "He's"
+    assert tokens["tokens"] == {"train": 20, "test": 8}
+    assert tokens["unknown_dropped"] == {"train": 3, "test": 2}  # and, he's, walking (seen once) / with, hat
+    test = prepared.records("test")[0]
+    assert prepared.vocab.decode(test["tokens"][0]) == ["a", "man", "in", "a", "t-shirt", "a"]
+
+
+def test_retokenize_option_splits_given_tokens_and_counts_the_changes(tmp_path):
+    root = tokens_case(tmp_path, GIVEN)
+    summary = prepare_dataset("cuhk-pedes", root, tmp_path / "out", retokenize=True)
+    prepared = load_prepared(tmp_path / "out")
+    assert "t" in prepared.vocab and "shirt" in prepared.vocab and "t-shirt" not in prepared.vocab
+    assert summary["tokens"]["source"] == "retokenized"
+    assert summary["tokens"]["retokenized"] == 4  # t-shirt, T-shirt, He's, t-shirt (test)
+    assert prepared.records("train")[3]["words"] == [["a", "woman", "hes", "walking"]]

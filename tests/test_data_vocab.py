@@ -35,6 +35,17 @@ def test_normalize_tokens_matches_tokenize():
     assert normalize_tokens(["He's", "T-shirt", "", "Blue"]) == ["hes", "t", "shirt", "blue"]
 
 
+def test_free_text_keeps_compounds_the_vocabulary_knows():
+    assert tokenize("A red T-shirt, blue-green jeans", keep_hyphens=True) == ["a", "red", "t-shirt", "blue-green",
+                                                                              "jeans"]
+    vocab = Vocabulary([PAD, "red", "t-shirt", "blue", "green", "jeans"])
+    assert vocab.words_of("A red T-shirt, blue-green jeans") == ["a", "red", "t-shirt", "blue", "green", "jeans"]
+    ids, unknown = vocab.encode("a red T-shirt")
+    assert vocab.decode(ids) == ["red", "t-shirt"] and unknown == ["a"]
+    split_only = Vocabulary([PAD, "t", "shirt"])
+    assert split_only.decode(split_only.encode("t-shirt")[0]) == ["t", "shirt"]
+
+
 def test_build_min_count_order_and_padding():
     captions = [["a", "red", "shirt"], ["a", "blue", "shirt"], ["a", "red", "hat"]]
     vocab = Vocabulary.build(captions, min_count=2)

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=100, help="truncate captions to this many tokens")
     parser.add_argument("--keep-unknown", action="store_true",
                         help="map unknown words to <unk> (id 1) instead of dropping them")
+    parser.add_argument("--retokenize", action="store_true",
+                        help="re-tokenise the dataset's processed_tokens (t-shirt -> t, shirt) instead of using "
+                             "them as given, lower-cased (the reference's rule)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="drop bad records (listed in summary.json 'skipped') instead of failing")
     parser.add_argument("--force", action="store_true", help="replace an output holding another dataset")
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare_dataset(
         args.dataset, args.root, args.out, min_count=args.min_count, max_length=args.max_length,
         drop_unknown=not args.keep_unknown, skip_invalid=args.skip_invalid, force=args.force,
-        workers=args.workers,
+        workers=args.workers, retokenize=args.retokenize,
     )
     out = args.out or f"{args.root}/{DEFAULT_OUT}"
     print(f"prepared {summary['dataset']} in {out}: vocabulary {summary['vocab_size']} words, "
@@ -43,4 +46,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  skipped {len(summary['skipped'])} record(s) (listed in summary.json)")
     if summary["empty_captions"]:
         print(f"  skipped {summary['empty_captions']} caption(s) with no known word")
+    tokens = summary["tokens"]
+    if tokens["lowercased"] or tokens["retokenized"]:
+        print(f"  tokens changed from the dataset's: {tokens['lowercased']} by lower-casing, "
+              f"{tokens['retokenized']} by --retokenize")
+    unknown = ", ".join(f"{split} {count}" for split, count in tokens["unknown_dropped"].items())
+    print(f"  words dropped as unknown to the train vocabulary: {unknown}")
     return 0

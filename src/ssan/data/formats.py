@@ -19,7 +19,12 @@ Validation rules, per record (a problem names the record index and the file):
 - image path: a non-empty relative path without `..` components, unique in the file;
 - `processed_tokens` (optional): used when it is a list of token lists with one entry per
   caption; otherwise the captions are tokenized (and the record is counted as retokenized).
-  Tokens are passed through :func:`ssan.data.vocab.tokenize` so they match query-time words.
+  Given tokens are used as the dataset gives them, lower-cased (the reference keeps
+  hyphenated tokens such as `t-shirt` whole; it lower-cases when counting words but looks
+  up the raw token, which drops capitalised tokens such as ICFG-PEDES's `A`: a bug we do not
+  copy). With ``retokenize=True`` each given token is passed through
+  :func:`ssan.data.vocab.tokenize` instead (`t-shirt` -> `t`, `shirt`). What either rule
+  changed is counted in ``Annotations.token_changes``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ssan.data._io import read_json
-from ssan.data.vocab import normalize_tokens, tokenize
+from ssan.data.vocab import tokenize
 from ssan.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,7 @@ class Annotations:
     records: List[Record] = field(default_factory=list)
     problems: List[Problem] = field(default_factory=list)
     retokenized: int = 0
+    token_changes: Dict[str, int] = field(default_factory=lambda: {"lowercased": 0, "retokenized": 0, "blank": 0})
 
 
 def check_dataset_name(dataset: str) -> str:
@@ -115,11 +121,12 @@ def image_root_of(root: Path) -> Path:
     return imgs if imgs.is_dir() else Path(root)
 
 
-def read_annotations(dataset: str, root: Path) -> Annotations:
+def read_annotations(dataset: str, root: Path, retokenize: bool = False) -> Annotations:
     """Read and validate ``dataset``'s annotation file under ``root``.
 
     File-level problems (missing file, bad bytes or JSON, not a list) raise DataError;
-    record-level problems are collected in ``Annotations.problems``.
+    record-level problems are collected in ``Annotations.problems``. ``retokenize``
+    re-tokenises given ``processed_tokens`` (see the module docstring).
     """
     annotation = find_annotation(dataset, Path(root)).absolute()
     data = read_json(annotation)
@@ -130,7 +137,7 @@ def read_annotations(dataset: str, root: Path) -> Annotations:
     result = Annotations(dataset, annotation, image_root_of(Path(root)).absolute())
     seen: Dict[str, int] = {}
     for index, raw in enumerate(data):
-        record, reasons, retok = _parse_record(dataset, index, raw)
+        record, reasons, retok = _parse_record(dataset, index, raw, retokenize, result.token_changes)
         image = record.image if record is not None else _raw_image(raw)
         if record is not None and record.image in seen:
             reasons.append(f"duplicate image path (also record {seen[record.image]})")
@@ -173,7 +180,8 @@ def _printable(text: str) -> str:
     return text if _is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _parse_record(dataset: str, index: int, raw: Any) -> Tuple[Optional[Record], List[str], int]:
+def _parse_record(dataset: str, index: int, raw: Any, retokenize: bool,
+                  changes: Dict[str, int]) -> Tuple[Optional[Record], List[str], int]:
     if not isinstance(raw, dict):
         return None, [f"record is {_kind(raw)}, not an object"], 0
     reasons: List[str] = []
@@ -183,7 +191,7 @@ def _parse_record(dataset: str, index: int, raw: Any) -> Tuple[Optional[Record],
     captions = _parse_captions(raw, reasons)
     if reasons:
         return None, reasons, 0
-    tokens, retok = _parse_tokens(raw.get("processed_tokens"), captions)
+    tokens, retok = _parse_tokens(raw.get("processed_tokens"), captions, retokenize, changes)
     return Record(index, split, image, identity, tuple(captions), tokens), reasons, retok
 
 
@@ -271,7 +279,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _parse_tokens(value: Any, captions: List[str]) -> Tuple[Tuple[Tuple[str, ...], ...], int]:
+def _parse_tokens(value: Any, captions: List[str], retokenize: bool,
+                  changes: Dict[str, int]) -> Tuple[Tuple[Tuple[str, ...], ...], int]:
     """Tokens per caption: ``processed_tokens`` when well-formed, else tokenized captions."""
     usable = (
         isinstance(value, list)
@@ -279,5 +288,22 @@ def _parse_tokens(value: Any, captions: List[str]) -> Tuple[Tuple[Tuple[str, ...
         and all(isinstance(t, list) and t and all(isinstance(w, str) for w in t) for t in value)
     )
     if usable:
-        return tuple(tuple(normalize_tokens(t)) for t in value), 0
+        return tuple(tuple(_given_tokens(t, retokenize, changes)) for t in value), 0
     return tuple(tuple(tokenize(c)) for c in captions), int(value is not None)
+
+
+def _given_tokens(tokens: List[str], retokenize: bool, changes: Dict[str, int]) -> List[str]:
+    """One caption's given tokens: lower-cased (default) or re-tokenised; changes are counted."""
+    words: List[str] = []
+    for token in tokens:
+        lowered = token.strip().lower()
+        changes["lowercased"] += lowered != token.strip()
+        if retokenize:
+            split = tokenize(token)
+            changes["retokenized"] += split != [lowered]
+            words.extend(split)
+        elif lowered:
+            words.append(lowered)
+        else:
+            changes["blank"] += 1
+    return words

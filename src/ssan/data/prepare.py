@@ -120,8 +120,12 @@ def prepare_dataset(
     force: bool = False,
     workers: Optional[int] = None,
     max_pixels: int = MAX_PIXELS,
+    retokenize: bool = False,
 ) -> dict:
     """Validate ``dataset`` under ``root`` and write the prepared directory ``out``.
+
+    ``retokenize`` re-tokenises the dataset's ``processed_tokens`` (default: used as given,
+    lower-cased, as the reference does; see :mod:`ssan.data.formats`).
 
     Returns the summary (the content of ``summary.json``). Raises DataError on bad input.
     """
@@ -133,7 +137,7 @@ def prepare_dataset(
     annotation = find_annotation(dataset, root).absolute()
     if out.exists():
         _may_replace(out, dataset, annotation, force)
-    annotations = read_annotations(dataset, root)
+    annotations = read_annotations(dataset, root, retokenize=retokenize)
     problems = annotations.problems + check_images(annotations.records, annotations.image_root, workers, max_pixels)
     if problems and not skip_invalid:
         raise DataError(format_problems(annotations, problems))
@@ -141,6 +145,7 @@ def prepare_dataset(
     records = [r for r in annotations.records if r.index not in bad]
     built = _build(records, min_count, max_length, drop_unknown)
     summary = _summary(dataset, annotations, built, problems, min_count, max_length, drop_unknown)
+    summary["tokens"] = _token_report(annotations, built["stats"], retokenize)
     with atomic_directory(out, lambda path: _may_replace(path, dataset, annotation, force)) as tmp:
         _write(tmp, summary, built)
     log.debug("prepared %s in %s", dataset, out)
@@ -150,18 +155,22 @@ def prepare_dataset(
 def _encode(records: List[Record], vocab: Vocabulary, max_length: int, stats: Counter) -> Dict[str, list]:
     entries: Dict[str, list] = {split: [] for split in SPLITS}
     for record in records:
-        captions, tokens = [], []
+        captions, tokens, kept_words = [], [], []
         for caption, words in zip(record.captions, record.tokens):
             ids, unknown = vocab.encode_tokens(words)
             stats["unknown_tokens"] += len(unknown)
+            stats[f"unknown_tokens/{record.split}"] += len(unknown)
+            stats[f"tokens/{record.split}"] += len(words)
             if not ids:
                 stats["empty_captions"] += 1
                 continue
             stats["truncated_captions"] += len(ids) > max_length
             captions.append(caption)
             tokens.append(ids[:max_length])
+            kept_words.append(list(words))
         if captions:
-            entries[record.split].append({"record": record, "captions": captions, "tokens": tokens})
+            entries[record.split].append({"record": record, "captions": captions, "tokens": tokens,
+                                          "words": kept_words})
         else:
             stats.setdefault("no_caption", []).append(Problem(record.index, record.image,
                                                               "no caption has a known word"))
@@ -217,6 +226,27 @@ def _summary(dataset: str, annotations: Annotations, built: dict, problems: List
     }
 
 
+def _token_report(annotations: Annotations, stats: Counter, retokenize: bool) -> dict:
+    """What differs from the dataset's own tokens and from the reference's vocabulary, in counts.
+
+    ``lowercased``: given tokens changed by lower-casing (the reference would drop them as
+    unknown); ``retokenized``: given tokens changed by ``--retokenize`` (0 without it);
+    ``blank``: empty given tokens ignored; ``unknown_dropped`` / ``tokens``: per split, words
+    dropped as unknown to the train vocabulary / words in all.
+    """
+    changes = annotations.token_changes
+    return {
+        "source": "retokenized" if retokenize else "as given, lower-cased",
+        "lowercased": changes["lowercased"],
+        "retokenized": changes["retokenized"],
+        "blank": changes["blank"],
+        "captions_tokenized": annotations.retokenized,
+        "tokens": {split: stats[f"tokens/{split}"] for split in SPLITS if stats[f"tokens/{split}"]},
+        "unknown_dropped": {split: stats[f"unknown_tokens/{split}"] for split in SPLITS
+                            if stats[f"tokens/{split}"]},
+    }
+
+
 def _write(directory: Path, summary: dict, built: dict) -> None:
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
                                             encoding="utf-8")
@@ -227,5 +257,5 @@ def _write(directory: Path, summary: dict, built: dict) -> None:
         with open(directory / f"{split}.jsonl", "w", encoding="utf-8", newline="\n") as handle:
             for e in rows:
                 line = {"image": e["record"].image, "id": e["record"].id, "label": e["label"],
-                        "captions": e["captions"], "tokens": e["tokens"]}
+                        "captions": e["captions"], "tokens": e["tokens"], "words": e["words"]}
                 handle.write(dumps(line) + "\n")

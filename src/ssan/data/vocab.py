@@ -28,20 +28,23 @@ UNK = "<unk>"
 APOSTROPHES = "'\u2019\u2018\u02bc"  # ' ’ ‘ ʼ
 _APOSTROPHE_TABLE = str.maketrans("", "", APOSTROPHES)
 _WORD = re.compile(r"[^\W_]+")  # runs of Unicode letters/digits (underscore separates)
+_COMPOUND = re.compile(r"[^\W_]+(?:-[^\W_]+)*")  # the same, joined by single hyphens ("t-shirt")
 
 
-def tokenize(text: str) -> List[str]:
+def tokenize(text: str, keep_hyphens: bool = False) -> List[str]:
     """Split a caption into lower-case words.
 
     Args:
         text: any string.
+        keep_hyphens: keep hyphenated compounds whole (``t-shirt``), as the datasets'
+            ``processed_tokens`` do; by default a hyphen separates words.
     Returns:
         the words, in order; ``[]`` when the text holds no letter or digit.
     """
     if not isinstance(text, str):
         raise TypeError(f"tokenize expects a string, got {type(text).__name__}")
     text = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHE_TABLE)
-    return _WORD.findall(text)
+    return (_COMPOUND if keep_hyphens else _WORD).findall(text)
 
 
 def normalize_tokens(tokens: Iterable[str]) -> List[str]:
@@ -127,9 +130,23 @@ class Vocabulary:
             ids.append(token_id)
         return ids, unknown
 
+    def words_of(self, text: str) -> List[str]:
+        """The words of free text as this vocabulary knows them.
+
+        Hyphenated compounds (``t-shirt``) stay whole when the vocabulary has them (datasets'
+        ``processed_tokens`` keep them whole) and are split into their parts otherwise.
+        """
+        words: List[str] = []
+        for word in tokenize(text, keep_hyphens=True):
+            if "-" in word and word not in self._index:
+                words.extend(word.split("-"))
+            else:
+                words.append(word)
+        return words
+
     def encode(self, text: str) -> Tuple[List[int], List[str]]:
-        """Tokenize ``text`` then :meth:`encode_tokens` it."""
-        return self.encode_tokens(tokenize(text))
+        """:meth:`words_of` ``text``, then :meth:`encode_tokens` them."""
+        return self.encode_tokens(self.words_of(text))
 
     def decode(self, ids: Iterable[int]) -> List[str]:
         """Words of the ids, padding skipped."""
