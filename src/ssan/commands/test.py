@@ -43,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
-    else:
-        print(format_metrics_table(results))
+        return 0
+    print(format_metrics_table(results))
+    report = results.get("vocabulary")
+    if report is not None:
+        print(f"queries encoded with the checkpoint's vocabulary: {report['unknown_words']} of "
+              f"{report['query_words']} words unknown (dropped), {report['dropped_captions']} caption(s) "
+              f"left without a word (not queried)")
     return 0

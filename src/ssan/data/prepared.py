@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Tuple, Union
 
 from ssan.data._io import read_json
 from ssan.data.vocab import Vocabulary
@@ -21,8 +21,9 @@ class PreparedDataset:
 
     Args:
         directory: the prepared directory (``summary.json``, ``vocab.json``, ``<split>.jsonl``).
-    Records are dicts ``{"image", "id", "label", "captions", "tokens"}`` (see docs/architecture.md),
-    read lazily and cached.
+    Records are dicts ``{"image", "id", "label", "captions", "tokens", "words"}`` (see
+    docs/architecture.md; ``words``, each caption's words before the vocabulary lookup, is absent
+    from directories prepared by versions before 0.2), read lazily and cached.
     """
 
     def __init__(self, directory: Union[str, Path]):
@@ -110,4 +111,46 @@ def _check_record(path: Path, number: int, line: str, vocab_size: int) -> dict:
                        for t in tokens)):
         raise DataError(f"{path} line {number}: 'tokens' must hold one non-empty list of vocabulary ids "
                         "per caption")
+    words = record.get("words")
+    if words is not None and (not isinstance(words, list) or len(words) != len(tokens) or not all(
+            isinstance(w, list) and all(isinstance(x, str) for x in w) for w in words)):
+        raise DataError(f"{path} line {number}: 'words' must hold one list of words per caption")
     return record
+
+
+def reencode_records(records: List[dict], source_vocab: Vocabulary, vocab: Vocabulary,
+                     max_length: int) -> Tuple[List[dict], dict]:
+    """``records`` with their captions' ``tokens`` re-encoded with another ``vocab``.
+
+    For evaluating a model on a dataset prepared with another vocabulary (cross-domain):
+    each caption's words (the prepared ``words``; for directories prepared before they were
+    kept, the words decoded from ``tokens`` with ``source_vocab``, which has already lost the
+    words unknown to it) are looked up in ``vocab``; unknown words are dropped as the
+    reference does, and a caption left without a word is dropped from the queries.
+
+    Returns:
+        ``(records, report)``: the records that keep at least one caption (the queries; the
+        gallery is still every record of the split), and ``{"query_words", "unknown_words",
+        "dropped_captions", "exact"}`` (``exact`` false when words had to be decoded).
+    """
+    report = {"query_words": 0, "unknown_words": 0, "dropped_captions": 0, "exact": True}
+    out = []
+    for record in records:
+        words = record.get("words")
+        if words is None:
+            report["exact"] = False
+            words = [source_vocab.decode(ids) for ids in record["tokens"]]
+        captions, tokens, kept = [], [], []
+        for caption, caption_words in zip(record["captions"], words):
+            ids, unknown = vocab.encode_tokens(caption_words)
+            report["query_words"] += len(caption_words)
+            report["unknown_words"] += len(unknown)
+            if not ids:
+                report["dropped_captions"] += 1
+                continue
+            captions.append(caption)
+            tokens.append(ids[:max_length])
+            kept.append(caption_words)
+        if captions:
+            out.append({**record, "captions": captions, "tokens": tokens, "words": kept})
+    return out, report

@@ -190,7 +190,7 @@ def _check_split(prepared, split: str) -> None:
 def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = None, batch_size: int = 128,
              num_workers: int = 0, i2t: bool = False, height: int = 384, width: int = 128,
              max_length: Optional[int] = None, memory_budget_mb: float = 512, ks: Sequence[int] = DEFAULT_KS,
-             progress: bool = True) -> dict:
+             progress: bool = True, vocab=None) -> dict:
     """Evaluate ``model`` on one split of a prepared dataset (the training loop uses this too).
 
     Args:
@@ -200,9 +200,13 @@ def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = N
         split: ``test``, ``val``... (one of ``prepared.splits``).
         height, width: the evaluation image size (the model's training size).
         max_length: captions are truncated to this many tokens (None: the prepared value).
+        vocab: the model's :class:`ssan.data.Vocabulary` (None: the prepared one). When it
+            differs (cross-domain evaluation), the captions' words are re-encoded with it,
+            unknown words dropped (see :func:`ssan.data.prepared.reencode_records`).
 
     Returns:
-        The :func:`evaluate_features` dict plus ``"split"`` and ``"dataset"``.
+        The :func:`evaluate_features` dict plus ``"split"`` and ``"dataset"``, and
+        ``"vocabulary"`` (what re-encoding the queries did) when ``vocab`` differs.
     """
     from ssan.data import build_transforms
 
@@ -213,14 +217,34 @@ def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = N
     if not records:
         raise DataError(f"split {split!r} of {prepared.directory} has no records")
     length = max_length or int(prepared.summary.get("max_length", 100))
+    queries_from, report = _query_records(prepared, records, vocab, length)
     transform = build_transforms(height, width, train=False)
     gallery = encode_gallery(model, records, prepared.image_root, transform, device, batch_size, num_workers, progress)
-    queries = encode_queries(model, records, device, batch_size, num_workers, length, progress)
+    queries = encode_queries(model, queries_from, device, batch_size, num_workers, length, progress)
     results = evaluate_features(gallery["feats"], queries["feats"], queries["ids"], gallery["ids"], i2t=i2t,
                                 memory_budget_mb=memory_budget_mb, ks=ks, device=device)
     log.debug("evaluated %s/%s: %d queries x %d images", prepared.name, split,
               results["num_queries"], results["num_gallery"])
-    return {**results, "split": split, "dataset": prepared.name}
+    extra = {"vocabulary": report} if report is not None else {}
+    return {**results, "split": split, "dataset": prepared.name, **extra}
+
+
+def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
+    """(records whose captions are the queries, re-encoding report or None)."""
+    if vocab is None or vocab == prepared.vocab:
+        return records, None
+    from ssan.data.prepared import reencode_records
+
+    queries, report = reencode_records(records, prepared.vocab, vocab, max_length)
+    if not queries:
+        raise DataError(f"no caption of {prepared.directory} split has a word of the model's "
+                        f"vocabulary ({len(vocab)} words)")
+    if not report["exact"]:
+        log.warning("%s was prepared before caption words were kept: words unknown to its own vocabulary are "
+                    "lost; re-run `ssan prepare` for an exact cross-domain evaluation", prepared.directory)
+    log.info("cross-vocabulary evaluation: %d of %d query words unknown to the model (dropped), %d caption(s) "
+             "left without a word", report["unknown_words"], report["query_words"], report["dropped_captions"])
+    return queries, report
 
 
 def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, Path], split: str = "test",
@@ -228,25 +252,27 @@ def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, 
                         num_workers: int = 0, memory_budget_mb: float = 512, progress: bool = True) -> dict:
     """Load a checkpoint and evaluate it on a prepared dataset, in one call.
 
-    The image size and the evaluation batch size come from the checkpoint's config. A prepared
-    dataset whose vocabulary differs from the checkpoint's is refused (CheckpointError).
+    The image size, caption length and evaluation batch size come from the checkpoint's config.
+    The queries are encoded with the checkpoint's own vocabulary: a dataset prepared with
+    another one (cross-domain: train on CUHK-PEDES, test on ICFG-PEDES) is re-encoded, its
+    unknown words dropped and counted in ``results["vocabulary"]``.
 
     Returns:
         The :func:`evaluate` dict plus ``"checkpoint"`` (path) and ``"epoch"``.
     """
     from ssan.data import load_prepared
-    from ssan.engine.checkpoint import check_compatible, load_model
+    from ssan.engine.checkpoint import load_model
 
     prepared = load_prepared(data_dir)
     _check_split(prepared, split)
     device = resolve_device(device)
     model, vocab, info = load_model(checkpoint_path, device=device)
-    check_compatible(info, vocab=prepared.vocab.to_list(), source=f"{checkpoint_path} (dataset {data_dir})")
     data_config = (info.get("config") or {}).get("data", {})
     results = evaluate(
         model, prepared, split=split, device=device, i2t=i2t, num_workers=num_workers,
         batch_size=batch_size or int(data_config.get("eval_batch_size", 128)),
         height=int(data_config.get("height", 384)), width=int(data_config.get("width", 128)),
-        memory_budget_mb=memory_budget_mb, progress=progress,
+        max_length=int(data_config.get("max_length", 100)), memory_budget_mb=memory_budget_mb,
+        progress=progress, vocab=vocab,
     )
     return {**results, "checkpoint": str(checkpoint_path), "epoch": info.get("epoch")}

@@ -14,12 +14,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ssan.data.vocab import tokenize
 from ssan.errors import SsanError
 from ssan.models import flatten_features
 from ssan.search.encoders import load_encoders, pad_tokens
 from ssan.search.errors import GalleryIndexError, QueryError
 from ssan.search.index import GalleryIndex
+from ssan.search.tracks import track_fields, video_file
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Searcher:
             raise QueryError(f"the query is too long ({len(query)} characters; at most {MAX_QUERY_CHARS})")
         if not query.strip():
             raise QueryError("the query is empty: describe the person you are looking for")
-        words = tokenize(query)
+        words = self.info.vocab.words_of(query)
         if not words:
             raise QueryError("the query has no words (letters or digits) the model could read")
         vocab = self.info.vocab
@@ -126,7 +126,8 @@ class Searcher:
                 continue
             entry = self.index.entries[row]
             results.append({"rank": rank, "image_id": int(row), "score": float(score), "path": entry["path"],
-                            "name": entry.get("name") or Path(entry["path"]).name, "id": entry.get("id")})
+                            "name": entry.get("name") or Path(entry["path"]).name, "id": entry.get("id"),
+                            **track_fields(entry)})
         return {
             "query": query,
             "k": int(k),
@@ -141,6 +142,12 @@ class Searcher:
         """File of an indexed image by id (None when unknown or unsafe); see GalleryIndex.image_file."""
         return self.index.image_file(image_id)
 
+    def video_file(self, image_id: int) -> Optional[Path]:
+        """Video file of an indexed track by id (None for images, frame folders, unknown or unsafe ids)."""
+        if not isinstance(image_id, int) or not 0 <= image_id < len(self.index):
+            return None
+        return video_file(self.index.entries[image_id])
+
     def describe(self) -> dict:
         """What is being served (for health checks)."""
         return {
@@ -149,6 +156,7 @@ class Searcher:
             "backend": self.backend,
             "fingerprint": self.index.fingerprint,
             "identities": any(e.get("id") is not None for e in self.index.entries),
+            "tracks": self.index.meta.get("content") == "tracks",
         }
 
 
