@@ -1,65 +1,60 @@
 """A real browser on the search page: Debian's Chromium driven by Playwright.
 
-The server is ``ssan serve``'s app under uvicorn in a background thread on 127.0.0.1.
-Skipped (with the reason) when /usr/bin/chromium or Playwright is missing; CI installs both.
+The server is ``ssan serve`` itself, in a subprocess on 127.0.0.1; the browser opens the address
+it prints (with the token). Skipped (with the reason) when /usr/bin/chromium or Playwright is
+missing; CI installs both.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers import save_random_checkpoint
+from servers import cli_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)"
+    ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(synth_root, prepared_synth, tmp_path_factory):
-    """``ssan serve`` equivalent (Searcher + create_app + uvicorn) on a free local port."""
-    uvicorn = pytest.importorskip("uvicorn")
-    from ssan.search import GalleryIndex, Searcher
-    from ssan.search.app import create_app
+    """``ssan serve --index IDX --port 0`` over 12 images; yields the printed address and the audit log."""
+    pytest.importorskip("uvicorn")
+    from ssan.search import GalleryIndex
 
     base = tmp_path_factory.mktemp("browser")
     gallery = base / "gallery"
     gallery.mkdir()
     for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:12]:
         shutil.copy(image, gallery / image.name)
-    GalleryIndex.build(base / "idx", save_random_checkpoint(base / "model.pt", prepared_synth), images=gallery,
-                       progress=False)
-    port = _free_port()
-    config = uvicorn.Config(create_app(Searcher(base / "idx")), host="127.0.0.1", port=port, log_level="warning")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start within 30 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    checkpoint = save_random_checkpoint(base / "model.pt", prepared_synth)
+    GalleryIndex.build(base / "idx", checkpoint, images=gallery, progress=False)
+    with cli_server("--index", base / "idx", "--audit-log", base / "audit.jsonl") as (_, line):
+        address = re.search(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+", line)
+        assert address, line
+        yield {"address": address.group(0), "audit": base / "audit.jsonl"}
 
 
 def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
@@ -72,36 +67,88 @@ def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_type_a_query_and_see_ranked_images(server, tmp_path):
+def _search_and_see_images(page, query: str, k: int) -> None:
+    page.fill("#query", query)
+    page.fill("#k", str(k))
+    page.click("#search-button")
+    page.wait_for_selector("#results figure img", timeout=20_000)
+    _wait_until(
+        page,
+        "[...document.querySelectorAll('#results img')].length > 0 && "
+        "[...document.querySelectorAll('#results img')].every(img => img.complete && img.naturalWidth > 0)",
+    )
+    widths = page.eval_on_selector_all("#results img", "imgs => imgs.map(img => img.naturalWidth)")
+    assert len(widths) == k and all(w > 0 for w in widths)
+
+
+@pytest.fixture()
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server + "/")
-            _wait_until(page, "document.getElementById('gallery-info').textContent.includes('12 images')")
-            page.fill("#query", "a man in a black coat with white shoes zzqx")
-            page.fill("#k", "6")
-            page.click("#search-button")
-            page.wait_for_selector("#results figure img", timeout=20_000)
-            _wait_until(page, "[...document.querySelectorAll('#results img')]"
-                              ".every(img => img.complete && img.naturalWidth > 0)")
-            widths = page.eval_on_selector_all("#results img", "imgs => imgs.map(img => img.naturalWidth)")
-            assert len(widths) == 6 and all(w > 0 for w in widths)
-            captions = page.inner_text("#results")
-            assert "#1" in captions and "#6" in captions
-            assert page.locator("#parts .part").count() == 6
-            assert page.locator("#parts .part").first.locator(".word").count() == 9  # known words
-            assert "zzqx" in page.inner_text("#unknown")
-            page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
-            assert (tmp_path / "search.png").stat().st_size > 10_000
-
-            page.fill("#query", "🙂")
-            page.click("#search-button")
-            page.wait_for_selector("#status.error")
-            assert "no words" in page.inner_text("#status")
-            assert errors == []
+            yield instance
         finally:
-            browser.close()
+            instance.close()
+
+
+def test_open_the_printed_address_search_and_see_ranked_images(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server["address"])
+    _wait_until(page, "document.getElementById('gallery-info').textContent.includes('12 images')")
+    assert "token" not in page.url and page.evaluate("window.location.href") == page.url
+    assert page.url.endswith("/")
+    cookies = page.context.cookies()
+    assert len(cookies) == 1 and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: the page's scripts cannot read it
+
+    _search_and_see_images(page, "a man in a black coat with white shoes zzqx", 6)
+    captions = page.inner_text("#results")
+    assert "#1" in captions and "#6" in captions
+    assert page.locator("#parts .part").count() == 6
+    assert page.locator("#parts .part").first.locator(".word").count() == 9  # known words
+    assert "zzqx" in page.inner_text("#unknown")
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    assert (tmp_path / "search.png").stat().st_size > 10_000
+
+    page.fill("#query", "🙂")
+    page.click("#search-button")
+    page.wait_for_selector("#status.error")
+    assert "no words" in page.inner_text("#status")
+    assert errors == []
+
+    lines = [json.loads(line) for line in server["audit"].read_text().splitlines()]
+    searches = [line for line in lines if line["path"] == "/api/search"]
+    assert [(s["query"], s["status"], len(s["image_ids"])) for s in searches[:2]] == [
+        ("a man in a black coat with white shoes zzqx", 200, 6),
+        ("🙂", 400, 0),
+    ]
+    shown = {line["path"] for line in lines if line["path"].startswith("/api/images/")}
+    assert shown == {f"/api/images/{i}" for i in searches[0]["image_ids"]}
+    assert all(line["client"] == "127.0.0.1" and len(line["token"]) == 12 for line in lines)
+
+
+def test_a_browser_without_the_cookie_gets_the_token_form(server, browser):
+    page = browser.new_context().new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    response = page.goto(server["address"].split("?")[0])
+    assert response.status == 401
+    assert page.locator("#token-form").is_visible() and page.locator("#query").count() == 0
+    assert page.context.cookies() == []
+
+    page.fill("#token", "not-the-token-" + "x" * 20)
+    page.click("#token-button")
+    page.wait_for_selector("#token-error")
+    assert page.context.cookies() == []
+
+    page.fill("#token", server["address"].split("token=")[1])
+    page.click("#token-button")
+    _wait_until(page, "document.getElementById('gallery-info').textContent.includes('12 images')")
+    assert "token" not in page.url
+    _search_and_see_images(page, "a woman in a red coat", 3)
+    assert errors == []

@@ -30,15 +30,19 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from servers import raw_request, running  # noqa: E402
 from ssan.search import GalleryIndex, Searcher  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
+from ssan.search.security import Security  # noqa: E402
+from ssan.search.tokens import TokenStore, generate_token  # noqa: E402
 
 MAX_BODY = 4096
 HOST = "127.0.0.1"
+TOKEN = generate_token()
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class CountingSearcher:
@@ -106,47 +110,17 @@ def service(tiny_checkpoint, synth_root, tmp_path_factory):
     files = make_gallery(base, synth_root)
     GalleryIndex.build(base / "index", tiny_checkpoint, images=files["gallery"], progress=False)
     searcher = CountingSearcher(Searcher(base / "index"))
-    config = uvicorn.Config(create_app(searcher, max_body_bytes=MAX_BODY), host=HOST, port=0, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    before = {"index": digests(base / "index"), "gallery": digests(files["gallery"]),
-              "outside": digests(files["outside"])}
-    yield {"url": f"http://{HOST}:{port}", "port": port, "searcher": searcher, "base": base, "before": before,
-           **files}
-    server.should_exit = True
-    thread.join(timeout=30)
-
-
-def raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple:
-    """Send raw bytes, read the whole answer; returns (status, body). The request is sent verbatim."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-                if length and len(body) >= length[0]:
-                    break
-        except (ConnectionResetError, socket.timeout):
-            pass
-    answer = b"".join(chunks)
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
-    return status, answer.partition(b"\r\n\r\n")[2]
+    app = create_app(searcher, Security(tokens=TokenStore([(None, TOKEN)], "test")), max_body_bytes=MAX_BODY)
+    with running(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        before = {"index": digests(base / "index"), "gallery": digests(files["gallery"]),
+                  "outside": digests(files["outside"])}
+        yield {"url": url, "port": port, "searcher": searcher, "base": base, "before": before, **files}
 
 
 def get(port: int, path: str) -> tuple:
-    return raw_request(port, f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    return raw_request(port, request.encode("latin-1"))
 
 
 # --------------------------------------------------------------- schemathesis
@@ -155,7 +129,7 @@ def test_schemathesis_finds_no_server_error(service, record_property):
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
 
-    schema = schemathesis.openapi.from_url(f"{service['url']}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{service['url']}/openapi.json", headers=AUTH)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/api/search", "/api/images/{image_id}", "/healthz"}
     statuses: dict = {}
@@ -165,7 +139,7 @@ def test_schemathesis_finds_no_server_error(service, record_property):
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case):
-                response = case.call(base_url=service["url"], timeout=30)
+                response = case.call(base_url=service["url"], headers=AUTH, timeout=30)
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 assert response.status_code < 500, (case.method, case.formatted_path, case.body, response.text[:300])
 
@@ -210,7 +184,7 @@ def test_static_and_root_traversal_is_refused(service, path, record_property):
 
 def test_only_indexed_gallery_images_are_served(service, record_property):
     port = service["port"]
-    health = httpx.get(f"{service['url']}/healthz", timeout=10).json()
+    health = httpx.get(f"{service['url']}/healthz", timeout=10).json()  # needs no token
     assert health["images"] == len(service["good"])  # no link leading out, no broken file, no bomb
     served = {}
     for image_id in range(health["images"]):
@@ -228,7 +202,8 @@ def test_only_indexed_gallery_images_are_served(service, record_property):
 
 # ------------------------------------------------------------ oversized bodies
 def _post(length_header: str, body: bytes = b"", extra: str = "") -> bytes:
-    return (f"POST /api/search HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n{length_header}"
+    return (f"POST /api/search HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\n{length_header}"
             f"{extra}Connection: close\r\n\r\n").encode() + body
 
 
@@ -280,7 +255,7 @@ def _aborted_clients(port: int, count: int = 10) -> None:
         if i % 2:
             sock.sendall(_post("Content-Length: 300\r\n", b'{"query": "a wo'))
         else:
-            sock.sendall(f"GET /api/images/0 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            sock.sendall(f"GET /api/images/0 HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
         sock.close()
 
 
@@ -306,7 +281,7 @@ def test_slow_and_aborted_clients_do_not_block_others(service, record_property):
     try:
         _aborted_clients(port)
         latencies = []
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=10) as client:
             for i in range(8):
                 t0 = time.monotonic()
                 response = client.post("/api/search", json={"query": "a man in a red shirt", "k": 3})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,52 +11,32 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from helpers import save_random_checkpoint
-from ssan.search import GalleryIndex, QueryError, Searcher  # noqa: E402
+from helpers import save_random_checkpoint  # noqa: E402
+from servers import fake_searcher  # noqa: E402
+from ssan.search import GalleryIndex, Searcher  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
+from ssan.search.security import Security  # noqa: E402
+from ssan.search.tokens import TokenStore, generate_token  # noqa: E402
+
+TOKEN = generate_token()
+BASE_URL = "http://127.0.0.1:8000"
 
 
-class FakeSearcher:
-    """Counts model calls; serves two images by id."""
-
-    def __init__(self, files):
-        self.files = files
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def search(self, query, k=10):
-        with self.lock:
-            self.calls += 1
-        if query == "zzqx":
-            raise QueryError("none of the query's words are in the model's vocabulary (zzqx)")
-        results = [{"rank": i + 1, "image_id": i, "score": 2.0 - i, "path": str(p), "name": p.name, "id": 7}
-                   for i, p in enumerate(self.files[:k])]
-        return {"query": query, "k": k, "results": results, "tokens": query.split()[:40],
-                "unknown_words": [], "truncated": False,
-                "attention": {"part_1": [[w, 0.5] for w in query.split()[:40]]}}
-
-    def image_file(self, image_id):
-        return self.files[image_id] if 0 <= image_id < len(self.files) else None
-
-    def describe(self):
-        return {"images": len(self.files), "kind": "flat", "backend": "fake"}
+def make_client(searcher, raise_server_exceptions: bool = True, **app_options) -> TestClient:
+    """An in-process client that sends the service's token (the Host is one the service accepts)."""
+    app = create_app(searcher, Security(tokens=TokenStore([(None, TOKEN)], "test")), **app_options)
+    return TestClient(app, base_url=BASE_URL, headers={"Authorization": f"Bearer {TOKEN}"},
+                      raise_server_exceptions=raise_server_exceptions)
 
 
 @pytest.fixture()
 def fake(tmp_path):
-    from PIL import Image
-
-    files = []
-    for number in range(2):
-        path = tmp_path / f"person{number}.png"
-        Image.new("RGB", (32, 64), (number * 100, 0, 0)).save(path)
-        files.append(path)
-    return FakeSearcher(files)
+    return fake_searcher(tmp_path)
 
 
 @pytest.fixture()
 def client(fake):
-    return TestClient(create_app(fake, max_body_bytes=4096))
+    return make_client(fake, max_body_bytes=4096)
 
 
 def test_search_returns_results_with_image_urls_and_attention(client):
@@ -146,7 +125,7 @@ def test_internal_errors_are_json_500(fake):
         raise RuntimeError("boom")
 
     fake.search = explode
-    response = TestClient(create_app(fake), raise_server_exceptions=False).post("/api/search", json={"query": "a"})
+    response = make_client(fake, raise_server_exceptions=False).post("/api/search", json={"query": "a"})
     assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
 
 
@@ -172,7 +151,7 @@ def real_index(synth_root, prepared_synth, tmp_path_factory):
 def test_real_searcher_over_http_and_concurrent_requests(real_index):
     from concurrent.futures import ThreadPoolExecutor
 
-    client = TestClient(create_app(Searcher(real_index / "idx")))
+    client = make_client(Searcher(real_index / "idx"))
     assert client.get("/healthz").json()["images"] == 6  # the link leading outside was not indexed
     queries = ["a man in black", "a woman in a red coat", "white shoes"] * 4
     with ThreadPoolExecutor(max_workers=6) as pool:
@@ -191,7 +170,7 @@ def test_real_searcher_over_http_and_concurrent_requests(real_index):
 
 def test_indexed_file_swapped_for_a_link_is_refused(real_index, tmp_path):
     searcher = Searcher(real_index / "idx")
-    client = TestClient(create_app(searcher))
+    client = make_client(searcher)
     victim = Path(searcher.index.entries[0]["path"])
     backup = tmp_path / "backup"
     shutil.move(victim, backup)

@@ -5,11 +5,15 @@ only, by their integer id: nothing else on disk can be reached), ``GET /``
 (the page), ``GET /static/...`` (its script and style), ``GET /healthz`` and
 the OpenAPI schema FastAPI generates (``/openapi.json``, ``/docs``).
 
-Bodies over ``max_body_bytes`` are refused with 413 before any route runs;
-malformed input gets 422 (pydantic), unusable queries 400; every error is
-JSON ``{"detail": ...}``. The searcher is loaded once by the caller and shared;
-routes are plain functions run in FastAPI's thread pool and the searcher
-serialises model calls, so concurrent requests are safe.
+Before any route runs, in this order: a foreign ``Host`` gets 400 and a foreign
+``Origin`` on a POST 403 (:mod:`ssan.search.security`); a request without a valid
+token 401, a client that gave too many wrong ones 429 (:mod:`ssan.search.auth`;
+``/healthz`` needs none); a body over ``max_body_bytes`` 413. Searches and image
+requests are then recorded in the audit log (:mod:`ssan.search.audit`). Malformed
+input gets 422 (pydantic), unusable queries 400; every error is JSON
+``{"detail": ...}``. The searcher is loaded once by the caller and shared; routes
+are plain functions run in FastAPI's thread pool and the searcher serialises model
+calls, so concurrent requests are safe.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ssan.errors import SsanError
+from ssan.search.audit import AuditMiddleware, note
+from ssan.search.auth import AuthMiddleware
 from ssan.search.errors import QueryError
 from ssan.search.limits import BodyLimitMiddleware, HeadersMiddleware
+from ssan.search.security import HostOriginMiddleware, Security
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +101,50 @@ def _to_response(answer: dict) -> dict:
     }
 
 
-def create_app(searcher, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+def _protect(app: FastAPI, security: Security, max_body_bytes: int) -> None:
+    """Wrap the app in its middlewares; the last added runs first."""
+    if security.audit is not None:
+        app.add_middleware(AuditMiddleware, audit=security.audit)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    if security.tokens is not None:
+        app.add_middleware(AuthMiddleware, tokens=security.tokens, throttle=security.throttle,
+                           cookie_name=security.cookie_name)
+    app.add_middleware(HostOriginMiddleware, allowed_hosts=security.allowed_hosts)
+    app.add_middleware(HeadersMiddleware, headers=_SECURITY_HEADERS)  # outermost: every refusal gets them too
+
+
+def _openapi_with_bearer(app: FastAPI):
+    """The schema FastAPI generates, stating that every operation but /healthz takes a bearer token."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"token": []}]
+            schema["paths"]["/healthz"]["get"]["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
     """The FastAPI application.
 
     Args:
         searcher: an object with ``search(query, k) -> dict`` (raising QueryError on unusable
             queries), ``image_file(image_id) -> Path | None`` and ``describe() -> dict``; normally
             a :class:`ssan.search.Searcher`.
+        security: tokens, accepted host names, throttle and audit log (``Security(tokens=None)``
+            serves without authentication).
         max_body_bytes: larger request bodies get 413 before any route runs.
     """
     app = FastAPI(
         title="ssan search", description="Search a gallery of person images with a free-text description."
     )
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
-    app.add_middleware(HeadersMiddleware, headers=_SECURITY_HEADERS)  # outermost: 413s get the headers too
+    _protect(app, security, max_body_bytes)
+    if security.tokens is not None:
+        app.openapi = _openapi_with_bearer(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(SsanError)
@@ -120,16 +158,20 @@ def create_app(searcher, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     @app.post("/api/search", response_model=SearchResponse)
-    def search(request: SearchRequest):
+    def search(body: SearchRequest, request: Request):
         """Rank the gallery against the description; also returns the per-part word attention."""
-        return _to_response(searcher.search(request.query, k=request.k))
+        note(request.scope, query=body.query, k=body.k)
+        answer = searcher.search(body.query, k=body.k)
+        note(request.scope, image_ids=[r["image_id"] for r in answer["results"]])
+        return _to_response(answer)
 
     @app.get("/api/images/{image_id}", responses={404: {"description": "no indexed image with this id"}})
-    def image(image_id: str):
+    def image(image_id: str, request: Request):
         """An indexed image, by its integer id from the search results (nothing else is served)."""
         path = searcher.image_file(int(image_id)) if _IMAGE_ID.fullmatch(image_id) else None
         if path is None:
             return JSONResponse({"detail": "no such image"}, status_code=404)
+        note(request.scope, image_ids=[int(image_id)])
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 

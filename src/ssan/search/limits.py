@@ -1,6 +1,6 @@
-"""An ASGI middleware that refuses request bodies over a size limit with 413.
+"""ASGI middlewares for limits and headers: bodies over a size limit get 413, fixed headers on every response.
 
-The body is read here, before any route runs: a declared ``Content-Length``
+:class:`BodyLimitMiddleware` reads the body before any route runs: a declared ``Content-Length``
 over the limit is refused at once, and a body streamed without one (chunked
 transfer) is counted as it arrives and refused as soon as it passes the limit.
 A body within the limit is handed on to the application unchanged.
@@ -14,12 +14,17 @@ import logging
 log = logging.getLogger(__name__)
 
 
-async def send_json(send, status: int, payload: dict) -> None:
-    """Send a complete JSON response through a raw ASGI ``send``."""
-    body = json.dumps(payload).encode("utf-8")
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+async def send_response(send, status: int, body: bytes, content_type: str, headers=()) -> None:
+    """Send a complete response through a raw ASGI ``send``; ``headers`` are extra ``(name, value)`` strings."""
+    fields = [(b"content-type", content_type.encode("latin-1")), (b"content-length", str(len(body)).encode())]
+    fields += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    await send({"type": "http.response.start", "status": status, "headers": fields})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send, status: int, payload: dict, headers=()) -> None:
+    """Send a complete JSON response through a raw ASGI ``send``."""
+    await send_response(send, status, json.dumps(payload).encode("utf-8"), "application/json", headers)
 
 
 class BodyLimitMiddleware:

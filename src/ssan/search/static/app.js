@@ -11,6 +11,15 @@ const attentionBox = document.getElementById("attention");
 const partsBox = document.getElementById("parts");
 const unknownLine = document.getElementById("unknown");
 
+// Opened with ?token=...: the server has set the session cookie; take the token out of the
+// address bar (and so out of the history and of anything copied from it).
+function forgetTokenInAddress() {
+  const address = new URL(window.location.href);
+  if (!address.searchParams.has("token")) return;
+  address.searchParams.delete("token");
+  window.history.replaceState(null, "", address.pathname + address.search + address.hash);
+}
+
 function setStatus(text, isError) {
   statusLine.textContent = text;
   statusLine.classList.toggle("error", Boolean(isError));
@@ -91,6 +100,10 @@ async function search(event) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ query: query, k: Number.isFinite(k) ? k : 10 }),
     });
+    if (response.status === 401) {  // the session ended (e.g. the service restarted): back to the token form
+      window.location.assign("/");
+      return;
+    }
     const payload = await response.json().catch(() => null);
     if (!response.ok) { setStatus(errorText(payload, response.status), true); return; }
     renderAttention(payload);
@@ -116,5 +129,6 @@ async function showGallery() {
   }
 }
 
+forgetTokenInAddress();
 form.addEventListener("submit", search);
 showGallery();
