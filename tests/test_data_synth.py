@@ -172,7 +172,8 @@ def test_overwrite_rules(tmp_path):
     with pytest.raises(DataError, match="use --force"):
         generate_synthetic(tmp_path / "x", **SMALL)
     generate_synthetic(tmp_path / "x", overwrite=True, fmt="rstpreid", **SMALL)
-    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["data_captions.json", "imgs", "ssan-synth.json"]
+    names = sorted(p.name for p in (tmp_path / "x").iterdir())
+    assert names == ["data_captions.json", "imgs", "ssan-synth-truth.json", "ssan-synth.json"]
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "keep.txt").write_text("mine")
     with pytest.raises(DataError, match="not a synthetic dataset"):

@@ -11,6 +11,8 @@ from ssan.errors import SsanError
 from ssan.viz import (
     MATCH_COLOUR,
     MISS_COLOUR,
+    _ceiling_r1,
+    _curves_figure,
     _group_series,
     attention_picture,
     retrieval_sheet,
@@ -75,6 +77,43 @@ def test_training_curves_group_keys_by_prefix(tmp_path):
     assert groups["test/sum"]["test/sum/R1"] == ([3.0], [30.0])
     assert groups["lr"]["lr"] == ([1.0, 2.0, 3.0], [1e-3, 1e-3, 1e-4])
     assert training_curves(rows, tmp_path / "curves.png").stat().st_size > 0
+
+
+CURVE_ROWS = [
+    {"epoch": epoch, "loss/total": 4.0 - epoch, "lr": 1e-3, "val/sum/R1": 20.0 * epoch, "val/sum/mAP": 15.0 * epoch}
+    for epoch in (1, 2, 3, 4)
+]
+
+
+def _panels(fig) -> dict:
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+
+
+def test_training_curves_have_integer_epoch_ticks():
+    panels = _panels(_curves_figure(_group_series(CURVE_ROWS), None))
+    for ax in panels.values():
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks == [1.0, 2.0, 3.0, 4.0]
+        assert ax.get_xlabel() == "epoch"
+    assert not any(line.get_label() == "ceiling" for ax in panels.values() for line in ax.get_lines())
+
+
+@pytest.mark.parametrize("ceiling", [97.5, {"R1": 97.5, "R5": 100.0, "mAP": 98.0}])
+def test_training_curves_draw_the_ceiling_beside_the_evaluation_r1(tmp_path, ceiling):
+    panels = _panels(_curves_figure(_group_series(CURVE_ROWS), _ceiling_r1(ceiling)))
+    lines = [line for line in panels["val/sum"].get_lines() if line.get_label() == "ceiling"]
+    assert len(lines) == 1 and lines[0].get_linestyle() == "--"
+    assert list(lines[0].get_ydata()) == [97.5, 97.5]
+    assert "ceiling" in [t.get_text() for t in panels["val/sum"].get_legend().get_texts()]
+    assert not any(line.get_label() == "ceiling" for line in panels["loss"].get_lines() + panels["lr"].get_lines())
+    assert training_curves(CURVE_ROWS, tmp_path / "c.png", ceiling=ceiling).stat().st_size > 0
+
+
+def test_training_curves_refuse_a_ceiling_without_r1(tmp_path):
+    with pytest.raises(SsanError, match="ceiling"):
+        training_curves(CURVE_ROWS, tmp_path / "c.png", ceiling={"mAP": 90.0})
+    with pytest.raises(SsanError, match="ceiling"):
+        training_curves(CURVE_ROWS, tmp_path / "c.png", ceiling=float("nan"))
 
 
 def test_training_curves_without_numbers_is_a_clear_error(tmp_path):

@@ -143,19 +143,25 @@ def _group_series(rows: Sequence[Mapping[str, Any]]) -> OrderedDict[str, dict]:
     return groups
 
 
-def training_curves(history_rows: Sequence[Mapping[str, Any]], out_path: Union[str, Path]) -> Path:
-    """Plot every numeric key of the trainer's JSON-lines rows, one panel per key prefix.
+def _ceiling_r1(ceiling: Union[float, Mapping[str, Any], None]) -> Optional[float]:
+    """The R1 of a ``ceiling`` given as a number or as a figures dict (``{"R1": ..}``)."""
+    if ceiling is None:
+        return None
+    value = ceiling.get("R1") if isinstance(ceiling, Mapping) else ceiling
+    if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(float(value)):
+        raise SsanError(f"training curves: ceiling must be a finite R1 or a dict with one, got {ceiling!r}")
+    return float(value)
 
-    Args:
-        history_rows: dicts such as ``{"epoch": 3, "loss/total": 1.2, "val/sum/R1": 40.0}``;
-            one panel per key prefix (the key without its last ``/`` part: ``loss``,
-            ``val/sum``...; a key without ``/`` such as ``lr`` gets its own panel); nested
-            dicts count as ``/`` paths; keys missing from some rows are fine.
-        out_path: picture to write.
-    """
-    groups = _group_series(history_rows)
-    if not groups:
-        raise SsanError("training curves: the history has no numeric values to plot")
+
+def _shows_eval_r1(series: Mapping[str, Any]) -> bool:
+    """True for a panel with a validation or test R1 curve (``val/sum/R1``, ``test/global/R1``...)."""
+    return any(key.split("/")[0] in ("val", "test") and key.endswith("/R1") for key in series)
+
+
+def _curves_figure(groups: Mapping[str, Mapping[str, tuple]], ceiling: Optional[float]):
+    """The figure of :func:`training_curves`: one panel per group, integer epoch ticks."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
@@ -163,18 +169,45 @@ def training_curves(history_rows: Sequence[Mapping[str, Any]], out_path: Union[s
     all_x = [x for series in groups.values() for xs, _ in series.values() for x in xs]
     for ax, (group, series) in zip(axes.flat, groups.items()):
         ax.set_xlim(min(all_x) - 0.5, max(all_x) + 0.5)  # one epoch axis for every panel
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for key, (xs, ys) in series.items():
             label = key[len(group) + 1 :] if key.startswith(group + "/") else key
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
+        if ceiling is not None and _shows_eval_r1(series):
+            ax.axhline(ceiling, color="0.35", linestyle="--", linewidth=1.2, label="ceiling")
         ax.set_title(group)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if len(series) > 1 or label != group:
+        if len(ax.get_lines()) > 1 or label != group:
             ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, out_path)
+    return fig
+
+
+def training_curves(
+    history_rows: Sequence[Mapping[str, Any]],
+    out_path: Union[str, Path],
+    ceiling: Union[float, Mapping[str, Any], None] = None,
+) -> Path:
+    """Plot every numeric key of the trainer's JSON-lines rows, one panel per key prefix.
+
+    Args:
+        history_rows: dicts such as ``{"epoch": 3, "loss/total": 1.2, "val/sum/R1": 40.0}``;
+            one panel per key prefix (the key without its last ``/`` part: ``loss``,
+            ``val/sum``...; a key without ``/`` such as ``lr`` gets its own panel); nested
+            dicts count as ``/`` paths; keys missing from some rows are fine. The x-axis is
+            the epoch, with integer ticks.
+        out_path: picture to write.
+        ceiling: the best R1 the captions allow (a number, or a figures dict with ``"R1"``,
+            such as ``ssan.data.synth_ceiling.caption_ceiling``'s); drawn as a dashed line
+            labelled "ceiling" on every panel with a validation or test R1 curve.
+    """
+    groups = _group_series(history_rows)
+    if not groups:
+        raise SsanError("training curves: the history has no numeric values to plot")
+    return _save(_curves_figure(groups, _ceiling_r1(ceiling)), out_path)
 
 
 def attention_picture(
@@ -208,4 +241,38 @@ def attention_picture(
     if title:
         ax.set_title(textwrap.shorten(title, 120), fontsize=9)
     fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def track_sheet(query: str, hits: Sequence[Mapping[str, Any]], out_path: Union[str, Path]) -> Path:
+    """Draw one row per track result: its best crop, then the full frame with the box drawn.
+
+    Args:
+        query: the description searched for (the sheet's title).
+        hits: ``[{"crop": image, "frame": image or None, "box": (x, y, w, h), "title": str}, ...]``
+            best first; ``crop`` / ``frame`` are paths, PIL images or H x W x 3 arrays.
+        out_path: picture to write.
+    """
+    if not hits:
+        raise SsanError("track sheet: no results to draw")
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    fig = plt.figure(figsize=(9.0, 2.9 * len(hits) + 0.6))
+    grid = fig.add_gridspec(len(hits), 2, width_ratios=[1, 3.2], wspace=0.05, hspace=0.35)
+    for row, hit in enumerate(hits):
+        crop_ax, frame_ax = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])
+        for ax, item in ((crop_ax, hit.get("crop")), (frame_ax, hit.get("frame"))):
+            picture = None if item is None else (Image.fromarray(item) if isinstance(item, np.ndarray)
+                                                 else _load_picture(item))
+            if picture is None:
+                ax.text(0.5, 0.5, "unavailable", ha="center", va="center", fontsize=8)
+            else:
+                ax.imshow(np.asarray(picture))
+            _frame(ax, None)
+        if hit.get("frame") is not None and hit.get("box") is not None:
+            x, y, w, h = hit["box"]
+            frame_ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=MATCH_COLOUR, linewidth=2))
+        frame_ax.set_title(str(hit.get("title", "")), fontsize=9, loc="left")
+    fig.suptitle(textwrap.shorten(query, 120), fontsize=10)
     return _save(fig, out_path)

@@ -13,7 +13,10 @@ Procedurally drawn pedestrians (see ``_synth_draw``) with captions from a gramma
 
 Identities are unique attribute combinations; about a quarter come in pairs that differ only
 by exchanging upper and lower garment colours, and pairs stay in one split. A manifest,
-``ssan-synth.json`` (parameters and counts), is written beside the annotation file. Everything derives
+``ssan-synth.json`` (parameters and counts), is written beside the annotation file, and so is
+the ground truth, ``ssan-synth-truth.json``: every identity's attributes (and its colour-swapped
+twin's id) and, per image, each caption's text with the facts it states (see
+``_synth_text.caption_with_facts`` and ``synth_ceiling``). Everything derives
 from ``seed`` (per-image generators), so the output is byte-identical for any ``workers``.
 """
 
@@ -24,6 +27,7 @@ import logging
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -33,13 +37,14 @@ from tqdm import tqdm
 from ssan.data._io import atomic_directory
 from ssan.data._synth_draw import render_person
 from ssan.data._synth_people import Person, sample_identities
-from ssan.data._synth_text import caption
+from ssan.data._synth_text import FACT_FIELDS, caption_with_facts
 from ssan.data.vocab import tokenize
 from ssan.errors import DataError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "ssan-synth.json"
+TRUTH = "ssan-synth-truth.json"
 FORMATS: Dict[str, dict] = {
     "cuhk-pedes": {"file": "reid_raw.json", "id_base": 1, "splits": ("train", "val", "test"),
                    "images_per_id": 4, "captions": (1, 3)},
@@ -124,15 +129,17 @@ def _record(fmt: str, split: str, raw_id: int, path: str, captions: List[str]) -
             "processed_tokens": [tokenize(c) for c in captions], "id": raw_id}
 
 
-def _identity(task: tuple) -> List[dict]:
-    """Draw and save the images of one identity; returns its annotation records (in image order)."""
+def _identity(task: tuple) -> Tuple[List[dict], List[dict]]:
+    """Draw and save the images of one identity; returns its annotation records and their truth
+    entries (the captions' facts), in image order."""
     fmt, person, index, raw_id, split, paths, size, seed, captions, imgs = task
-    records, made = [], set()
+    records, truths, made = [], [], set()
     for k, path in enumerate(paths):
         rng = np.random.default_rng([seed, 2, index, k])
-        texts = [caption(person, rng, tight=fmt == "rstpreid" and rng.random() < 0.8)
+        texts = [caption_with_facts(person, rng, tight=fmt == "rstpreid" and rng.random() < 0.8)
                  for _ in range(int(rng.integers(captions[0], captions[1] + 1)))]
-        records.append(_record(fmt, split, raw_id, path, texts))
+        records.append(_record(fmt, split, raw_id, path, [text for text, _ in texts]))
+        truths.append({"image": path, "id": raw_id, "captions": [{"text": t, **stated} for t, stated in texts]})
         image = render_person(person, size, np.random.default_rng([seed, 1, index, k]))
         target = Path(imgs) / path
         if target.parent not in made:
@@ -142,14 +149,16 @@ def _identity(task: tuple) -> List[dict]:
             image.save(target, compress_level=1)
         else:
             image.save(target, quality=92)
-    return records
+    return records, truths
 
 
-def _run_all(tasks: List[tuple], workers: int) -> List[dict]:
-    """Run :func:`_identity` over ``tasks`` (in processes when ``workers`` > 1), records in task order."""
+def _run_all(tasks: List[tuple], workers: int) -> Tuple[List[dict], List[dict]]:
+    """Run :func:`_identity` over ``tasks`` (in processes when ``workers`` > 1): records and truth
+    entries in task order."""
     total = sum(len(t[5]) for t in tasks)
     bar = tqdm(total=total, desc="drawing images", unit="img", file=sys.stderr, disable=None, leave=False)
     records: List[dict] = []
+    truths: List[dict] = []
     if workers == 1:
         results = map(_identity, tasks)
     else:
@@ -157,14 +166,30 @@ def _run_all(tasks: List[tuple], workers: int) -> List[dict]:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         results = pool.map(_identity, tasks, chunksize=max(1, len(tasks) // (workers * 16)))
     try:
-        for done in results:
+        for done, truth in results:
             records.extend(done)
+            truths.extend(truth)
             bar.update(len(done))
     finally:
         bar.close()
         if workers > 1:
             pool.shutdown(cancel_futures=True)
-    return records
+    return records, truths
+
+
+def _truth(fmt: str, seed: int, tasks: List[tuple], groups: List[List[Person]], images: List[dict]) -> dict:
+    """The content of :data:`TRUTH`: each identity's attributes and twin, each image's caption facts."""
+    raw_of = {task[2]: task[3] for task in tasks}
+    twin: Dict[int, int] = {}
+    start = 0
+    for group in groups:
+        if len(group) == 2:
+            twin[start], twin[start + 1] = start + 1, start
+        start += len(group)
+    identities = [{"id": task[3], "split": task[4], "twin": raw_of.get(twin.get(task[2])),
+                   "attributes": asdict(task[1])} for task in tasks]
+    return {"generator": "ssan-synth", "version": 1, "format": fmt, "seed": seed, "fact_fields": list(FACT_FIELDS),
+            "identities": identities, "images": images}
 
 
 def _may_replace(out: Path, overwrite: bool) -> bool:
@@ -230,8 +255,10 @@ def generate_synthetic(
             tasks.append((fmt, people[index], index, raw_id, split, paths, size, seed, captions, None))
             raw_id += 1
     with atomic_directory(out, lambda path: _may_replace(path, overwrite)) as tmp:
-        records = _run_all([t[:-1] + (str(tmp / "imgs"),) for t in tasks], workers)
+        records, truths = _run_all([t[:-1] + (str(tmp / "imgs"),) for t in tasks], workers)
         (tmp / spec["file"]).write_text(json.dumps(records), encoding="utf-8")
+        truth = _truth(fmt, seed, tasks, groups, truths)
+        (tmp / TRUTH).write_text(json.dumps(truth, separators=(",", ":")), encoding="utf-8")
         counts = {split: {"images": sum(r["split"] == split for r in records),
                           "captions": sum(len(r["captions"]) for r in records if r["split"] == split),
                           "identities": len(assignment[split])} for split in spec["splits"]}
@@ -239,7 +266,7 @@ def generate_synthetic(
             "generator": "ssan-synth", "version": 1, "format": fmt, "seed": seed, "ids": ids,
             "images_per_id": images_per_id, "captions_per_image": list(captions), "size": list(size),
             "swap_pairs": sum(len(g) == 2 for g in groups), "images": len(records),
-            "captions": sum(c["captions"] for c in counts.values()), "identities": ids, "splits": counts,
+            "captions": sum(c["captions"] for c in counts.values()), "identities": ids, "splits": counts, "truth": TRUTH,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.debug("wrote %d images of %d identities to %s", len(records), ids, out)
