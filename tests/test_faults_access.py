@@ -239,6 +239,7 @@ def test_a_foreign_origin_is_refused_on_post(service, record_property):
         "http://127.0.0.1",
         f"http://127.0.0.1:{port}.attacker.example",
         f"ftp://127.0.0.1:{port}",
+        f"https://127.0.0.1:{port}",
         f"http://user@127.0.0.1:{port}",
         f"http://127.0.0.1:{port}/x",
         "",

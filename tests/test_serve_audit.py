@@ -129,3 +129,31 @@ def test_a_request_that_cannot_be_recorded_is_refused(tmp_path):
             assert image.status_code == 503 and image.json() == {"detail": "the audit log cannot be written"}
             assert alice.post("/api/search", json={"query": "a man", "k": 2}).status_code == 503
             assert alice.get("/healthz").status_code == 200 and alice.get("/").status_code == 200
+
+
+def test_behind_a_trusted_reverse_proxy(tmp_path):
+    """As the README's proxy setup runs it: the proxy's Host, https Origin and client address are used."""
+    path = tmp_path / "audit.jsonl"
+    security = Security(
+        tokens=TokenStore([("alice", ALICE)], "test"), audit=AuditLog(path), allowed_hosts=("search.example.org",)
+    )
+    app = create_app(fake_searcher(tmp_path), security)
+    forwarded = {"Host": "search.example.org", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    with running(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1") as url:
+        with httpx.Client(base_url=url, headers=forwarded, timeout=10) as browser:
+            opened = browser.get("/", params={"token": ALICE})
+            assert opened.status_code == 200 and "; Secure" in opened.headers["set-cookie"]
+            cookie = opened.headers["set-cookie"].split(";")[0]
+            search = browser.post(
+                "/api/search",
+                json={"query": "a man", "k": 1},
+                headers={"Cookie": cookie, "Origin": "https://search.example.org"},
+            )
+            assert search.status_code == 200
+            foreign = browser.post(
+                "/api/search",
+                json={"query": "a man", "k": 1},
+                headers={"Cookie": cookie, "Origin": "http://search.example.org"},
+            )
+            assert foreign.status_code == 403  # http is not the https origin the proxy serves
+    assert [(r["client"], r["user"]) for r in lines(path)] == [("203.0.113.7", "alice")]

@@ -132,25 +132,28 @@ def test_split_host_refuses_malformed_values(value):
 
 
 @pytest.mark.parametrize(
-    "origin, host, same",
+    "origin, host, scheme, same",
     [
-        ("http://127.0.0.1:8000", ("127.0.0.1", 8000), True),
-        ("http://LOCALHOST:8000", ("localhost", 8000), True),
-        ("https://search.example", ("search.example", None), True),
-        ("https://search.example:443", ("search.example", None), True),
-        ("http://search.example", ("search.example", 80), True),
-        ("http://[::1]:8000", ("[::1]", 8000), True),
-        ("http://127.0.0.1:8001", ("127.0.0.1", 8000), False),
-        ("http://localhost:8000", ("127.0.0.1", 8000), False),
-        ("https://search.example", ("search.example", 80), False),
-        ("null", ("127.0.0.1", 8000), False),
-        ("http://127.0.0.1:8000/", ("127.0.0.1", 8000), False),
-        ("http://u@127.0.0.1:8000", ("127.0.0.1", 8000), False),
-        ("file://127.0.0.1:8000", ("127.0.0.1", 8000), False),
+        ("http://127.0.0.1:8000", ("127.0.0.1", 8000), "http", True),
+        ("http://LOCALHOST:8000", ("localhost", 8000), "http", True),
+        ("https://search.example", ("search.example", None), "https", True),
+        ("https://search.example:443", ("search.example", None), "https", True),
+        ("https://search.example", ("search.example", 443), "https", True),
+        ("http://search.example", ("search.example", 80), "http", True),
+        ("http://[::1]:8000", ("[::1]", 8000), "http", True),
+        ("http://127.0.0.1:8001", ("127.0.0.1", 8000), "http", False),
+        ("http://localhost:8000", ("127.0.0.1", 8000), "http", False),
+        ("https://search.example", ("search.example", 80), "http", False),
+        ("http://search.example", ("search.example", None), "https", False),  # another scheme, another origin
+        ("https://127.0.0.1:8000", ("127.0.0.1", 8000), "http", False),
+        ("null", ("127.0.0.1", 8000), "http", False),
+        ("http://127.0.0.1:8000/", ("127.0.0.1", 8000), "http", False),
+        ("http://u@127.0.0.1:8000", ("127.0.0.1", 8000), "http", False),
+        ("file://127.0.0.1:8000", ("127.0.0.1", 8000), "file", False),
     ],
 )
-def test_same_origin(origin, host, same):
-    assert _same_origin(origin, host) is same
+def test_same_origin(origin, host, scheme, same):
+    assert _same_origin(origin, host, scheme) is same
 
 
 # ---------------------------------------------------------------------------- throttle

@@ -77,16 +77,17 @@ def _allowed(host: Tuple[str, Optional[int]], allowed: frozenset) -> bool:
     return host[0] in allowed or f"{host[0]}:{host[1]}" in allowed
 
 
-def _same_origin(origin: str, host: Tuple[str, Optional[int]]) -> bool:
-    """Whether ``Origin: origin`` names the service reached as ``Host: host``."""
+def _same_origin(origin: str, host: Tuple[str, Optional[int]], scheme: str) -> bool:
+    """Whether ``Origin: origin`` names the service reached as ``Host: host`` over ``scheme``
+    (``https`` under TLS, or behind a trusted proxy that says so in ``X-Forwarded-Proto``)."""
     try:
         parts = urlsplit(origin)
         name, port = split_host(parts.netloc)
     except ValueError:
         return False
-    if parts.scheme not in _DEFAULT_PORTS or parts.path or parts.query or parts.username:
+    if parts.scheme != scheme or scheme not in _DEFAULT_PORTS or parts.path or parts.query or parts.username:
         return False
-    default = _DEFAULT_PORTS[parts.scheme]
+    default = _DEFAULT_PORTS[scheme]
     return name == host[0] and (port or default) == (host[1] or default)
 
 
@@ -121,7 +122,9 @@ class HostOriginMiddleware:
             return
         origin = dict(headers).get(b"origin")
         if scope["method"] not in SAFE_METHODS and origin is not None:
-            if not _same_origin(origin.decode("latin-1"), host):
-                await send_json(send, 403, {"detail": "cross-origin request refused"})
+            scheme = scope.get("scheme", "http")
+            if not _same_origin(origin.decode("latin-1"), host, scheme):
+                own = f"{scheme}://{raw[:100]}"
+                await send_json(send, 403, {"detail": f"cross-origin request refused: this service is {own}"})
                 return
         await self.app(scope, receive, send)
