@@ -272,6 +272,7 @@ def test_the_token_page_for_browsers(service, record_property):
         assert wrong.status_code == 401 and 'id="token-error"' in wrong.text
         stale = client.get("/", headers={**html, "Cookie": "ssan_session=0123456789abcdef"})
         assert stale.status_code == 401 and "Max-Age=0" in stale.headers["set-cookie"]  # forgotten
+        assert 'id="token-form"' in stale.text and "token-error" not in stale.text  # nothing was typed
         api = client.get("/api/images/0", headers=html | {"Accept": "application/json"})
         assert api.status_code == 401 and api.headers["content-type"] == "application/json"
     record_property("cases", 4)

@@ -169,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
 
     tokens, generated = _tokens(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
+    if not tls and not _is_loopback(args.host):
+        log.warning("plain HTTP on %s: tokens, queries and images cross the network unencrypted; use "
+                    "--ssl-certfile/--ssl-keyfile or a reverse proxy with TLS", args.host)
     sock = _bind(args.host, args.port)  # before the model loads: a port in use fails at once
     port = sock.getsockname()[1]
     searcher = Searcher(args.index, backend=args.backend, device=args.device, checkpoint=args.checkpoint,

@@ -101,6 +101,16 @@ def _to_response(answer: dict) -> dict:
     }
 
 
+async def _ssan_error(request, exc: SsanError):
+    status = 400 if isinstance(exc, QueryError) else 500
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def _internal_error(request, exc: Exception):
+    log.exception("unexpected error on %s", request.url.path)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
 def _protect(app: FastAPI, security: Security, max_body_bytes: int) -> None:
     """Wrap the app in its middlewares; the last added runs first."""
     if security.audit is not None:
@@ -146,16 +156,8 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
     if security.tokens is not None:
         app.openapi = _openapi_with_bearer(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    @app.exception_handler(SsanError)
-    async def ssan_error(request, exc: SsanError):
-        status = 400 if isinstance(exc, QueryError) else 500
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request, exc: Exception):
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
+    app.add_exception_handler(SsanError, _ssan_error)
+    app.add_exception_handler(Exception, _internal_error)
 
     @app.post("/api/search", response_model=SearchResponse)
     def search(body: SearchRequest, request: Request):

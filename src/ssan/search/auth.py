@@ -162,7 +162,8 @@ class AuthMiddleware:
             await asyncio.sleep(delay)
         accept = _header(scope, b"accept") or b""
         if scope["method"] == "GET" and b"text/html" in accept:
-            page = self._page if presented is None else self._wrong_page
+            typed = presented is not None and presented[0] == "query"  # not a stale cookie: say it was wrong
+            page = self._wrong_page if typed else self._page
             headers.append(("Content-Security-Policy", self._page_policy))
             await send_response(send, 401, page, "text/html; charset=utf-8", headers)
             return
