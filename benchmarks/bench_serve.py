@@ -4,11 +4,14 @@ Starts ``python -m ssan serve`` on a free local port (over ``--index``, or over 
 synthetic gallery indexed here with ``--checkpoint``, or with an untrained model of the
 ``synth`` preset when neither is given: the cost per request is the same), waits for
 ``/healthz``, runs ``--clients`` threads that POST ``/api/search`` (k=10, varied queries)
-back to back for ``--duration`` seconds, then stops the server. Prints requests per
-second, latency p50/p99 and the error count (non-200 answers and failed requests). The
-clients run on the same machine as the server and share its CPUs.
+back to back for ``--duration`` seconds, then stops the server. The server runs as users
+run it: behind a token (given in ``$SSAN_TOKEN``, sent as ``Authorization: Bearer``) and
+writing its audit log (in a temporary folder, not in the index); ``--no-auth`` serves
+without either, to see what they cost. Prints requests per second, latency p50/p99 and
+the error count (non-200 answers and failed requests). The clients run on the same
+machine as the server and share its CPUs.
 
-    python benchmarks/bench_serve.py [--index DIR | --checkpoint CKPT] [--clients 8] [--duration 30]
+    python benchmarks/bench_serve.py [--index DIR | --checkpoint CKPT] [--clients 8] [--duration 30] [--no-auth]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -79,12 +83,17 @@ def build_index(work: Path, checkpoint, ids: int) -> Path:
     return work / "index"
 
 
-def start_server(index: Path, port: int, backend: str, threads) -> subprocess.Popen:
+def start_server(index: Path, port: int, backend: str, threads, token, audit: Path) -> subprocess.Popen:
+    """``ssan serve`` with ``token`` in $SSAN_TOKEN and its audit log at ``audit`` (no token: --no-auth, no log)."""
     command = [sys.executable, "-m", "ssan", "serve", "--index", str(index), "--host", "127.0.0.1",
                "--port", str(port), "--backend", backend]
+    command += ["--audit-log", str(audit)] if token else ["--no-auth", "--no-audit-log"]
     if threads:
         command += ["--threads", str(threads)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {key: value for key, value in os.environ.items() if key != "SSAN_TOKEN"}
+    if token:
+        env["SSAN_TOKEN"] = token
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def wait_ready(base: str, server: subprocess.Popen, timeout: float = 120.0) -> dict:
@@ -99,10 +108,10 @@ def wait_ready(base: str, server: subprocess.Popen, timeout: float = 120.0) -> d
     raise SystemExit(f"ssan serve did not answer /healthz within {timeout:.0f} s")
 
 
-def client(base: str, stop_at: float, seed: int, latencies: list, errors: list) -> None:
+def client(base: str, headers: dict, stop_at: float, seed: int, latencies: list, errors: list) -> None:
     """POST queries back to back until ``stop_at``; append latencies (ms) and errors."""
     rng = np.random.default_rng(seed)
-    with httpx.Client(base_url=base, timeout=30) as session:
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as session:
         while time.monotonic() < stop_at:
             query = QUERIES[int(rng.integers(len(QUERIES)))]
             start = time.perf_counter()
@@ -117,10 +126,11 @@ def client(base: str, stop_at: float, seed: int, latencies: list, errors: list) 
             latencies.append((time.perf_counter() - start) * 1e3)
 
 
-def load_test(base: str, clients: int, duration: float) -> dict:
+def load_test(base: str, headers: dict, clients: int, duration: float) -> dict:
     latencies, errors = [], []
     stop_at = time.monotonic() + duration
-    threads = [threading.Thread(target=client, args=(base, stop_at, seed, latencies, errors)) for seed in range(clients)]
+    threads = [threading.Thread(target=client, args=(base, headers, stop_at, seed, latencies, errors))
+               for seed in range(clients)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -143,6 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=None, help="pass --threads to ssan serve")
+    parser.add_argument("--no-auth", action="store_true", help="serve without a token and without the audit log")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ssan-serve-bench-"))
     server = None
@@ -150,17 +161,24 @@ def main(argv=None) -> int:
         index = Path(args.index) if args.index else build_index(work, args.checkpoint, args.ids)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(index, port, args.backend, args.threads)
+        token = None if args.no_auth else secrets.token_urlsafe(24)
+        audit = work / "audit.jsonl"
+        server = start_server(index, port, args.backend, args.threads, token, audit)
         health = wait_ready(base, server)
+        access = "no token, no audit log" if token is None else "token and audit log"
         print(f"serving {health['images']} images ({health['kind']} index, {health['backend']} encoders, "
-              f"threads {args.threads or 'default'}) at {base}; "
+              f"threads {args.threads or 'default'}, {access}) at {base}; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-        result = load_test(base, args.clients, args.duration)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        result = load_test(base, headers, args.clients, args.duration)
         print(f"{result['clients']} clients x {result['seconds']} s: {result['requests']} requests, "
               f"{result['requests_per_s']:.1f} requests/s, p50 {result['p50_ms']:.1f} ms, "
               f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}")
         for error in result["first_errors"]:
             print(f"  error: {error}")
+        if token:
+            logged = len(audit.read_text(encoding="utf-8").splitlines())
+            print(f"audit log: {logged} lines for {result['requests'] + result['errors']} requests answered")
         return 0 if result["errors"] == 0 else 1
     finally:
         if server is not None and server.poll() is None:

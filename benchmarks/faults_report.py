@@ -6,7 +6,7 @@ Usage::
     python benchmarks/faults_report.py --quick    # skip the tests marked slow
     python benchmarks/faults_report.py --junit out.xml --details
 
-Per category (interrupted training, checkpoints, images, annotations, queries, service):
+Per category (interrupted training, checkpoints, images, annotations, queries, service, access):
 
 - *cases tried*: hostile inputs / kill moments exercised; a test reports its count with
   ``record_property("cases", n)`` (a hypothesis test once per example); 1 when it reports none;
@@ -36,6 +36,7 @@ CATEGORIES = [  # (name, test file, -k expression or None)
     ("annotations", "tests/test_faults_annotations.py", "not query"),
     ("queries", "tests/test_faults_annotations.py", "query"),
     ("service", "tests/test_faults_service.py", None),
+    ("access", "tests/test_faults_access.py", None),
 ]
 
 
