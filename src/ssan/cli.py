@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from ssan._version import __version__
 from ssan.errors import SsanError
 
-COMMANDS = ("demo", "synth", "prepare", "train", "test", "index", "search", "serve", "export")
+COMMANDS = ("demo", "synth", "synth-video", "prepare", "train", "test", "index", "search", "serve", "export")
 
 log = logging.getLogger("ssan")
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"ssan.commands.{name}")
+        module = importlib.import_module(f"ssan.commands.{name.replace('-', '_')}")
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

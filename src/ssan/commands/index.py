@@ -1,10 +1,10 @@
-"""``ssan index``: encode a gallery (a folder of images or a prepared split) into a search index."""
+"""``ssan index``: encode a gallery (a folder of images, a prepared split, or footage) into a search index."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "encode a gallery (folder of images or prepared split) into a FAISS search index"
+HELP = "encode a gallery (folder of images, prepared split, or footage as tracks) into a FAISS search index"
 
 _TUNING = ("nlist", "m", "nbits", "nprobe", "refine", "hnsw_m", "ef_search", "ef_construction")
 
@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of images, searched recursively (jpg, png, bmp, gif, webp)")
     source.add_argument("--data", help="output folder of `ssan prepare` (keeps the identities)")
+    source.add_argument("--video", nargs="+", metavar="PATH",
+                        help="footage: video files, folders of them, folders of frames named in order; "
+                             "each person's track becomes one entry")
     parser.add_argument("--split", default="test", help="split of --data to index (default: test)")
     parser.add_argument("--out", required=True, help="index folder to write")
     parser.add_argument("--add", action="store_true", help="add new images to the index in --out (same checkpoint)")
@@ -35,6 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoding batch")
     parser.add_argument("--workers", type=int, default=0, help="image loading processes")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_video_arguments(parser.add_argument_group("footage (with --video)"))
+
+
+def _add_video_arguments(group) -> None:
+    from ssan.video.detectors import DEFAULT_MIN_SCORE, DETECTORS
+    from ssan.video.ingest import IngestOptions
+
+    defaults = IngestOptions()
+    group.add_argument("--detections", help="person boxes in MOTChallenge format (frame,id,x,y,w,h,conf,...): "
+                                            "a file for one source, or a folder of <video stem>.txt")
+    group.add_argument("--detector", choices=list(DETECTORS), help="find the people with this detector instead")
+    group.add_argument("--detector-weights", help="local weights file of the detector "
+                                                  "(default: torchvision's cache; never downloaded)")
+    group.add_argument("--min-score", type=float, default=None,
+                       help=f"boxes scoring this much start tracks, half as much extend them "
+                            f"(default: detector {DEFAULT_MIN_SCORE}, MOT file: every box)")
+    group.add_argument("--fps", type=float, default=defaults.fps, help=f"frames sampled per second (default "
+                                                                       f"{defaults.fps:g})")
+    group.add_argument("--camera", help="camera name of these sources (default: each file's stem)")
+    group.add_argument("--keep-ids", action="store_true", help="use the MOT file's ids as tracks (no tracking)")
+    group.add_argument("--crops-per-track", type=int, default=defaults.keep,
+                       help=f"best crops kept and encoded per track (default {defaults.keep})")
+    group.add_argument("--frame-rate", type=float, default=None,
+                       help="frame rate of folders of frames without a seqinfo.ini")
 
 
 def default_device(device):
@@ -56,6 +83,45 @@ def _spec(args):
     return IndexSpec(kind=args.kind, **{name: getattr(args, name) for name in _TUNING})
 
 
+def _check_video_options(args) -> None:
+    from ssan.errors import SsanError
+
+    if args.video is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("detections", "detector", "detector_weights", "camera",
+                                                        "min_score", "frame_rate") if getattr(args, n) is not None]
+        if args.keep_ids:
+            given.append("--keep-ids")
+        if given:
+            raise SsanError(f"{given[0]} only applies to footage (--video)")
+        return
+    if args.fps <= 0 or args.crops_per_track < 1:
+        raise SsanError(f"--fps must be positive and --crops-per-track >= 1 (got {args.fps}, {args.crops_per_track})")
+    if args.min_score is not None and not 0 <= args.min_score <= 1:
+        raise SsanError(f"--min-score must be between 0 and 1, got {args.min_score}")
+
+
+def _run_video(args, spec, onnx_dir) -> int:
+    from ssan.video import IngestOptions, build_track_index
+
+    options = IngestOptions(fps=args.fps, keep=args.crops_per_track, min_score=args.min_score,
+                            keep_ids=args.keep_ids, frame_rate=args.frame_rate)
+    index = build_track_index(
+        args.out, args.checkpoint, args.video, detections=args.detections, detector=args.detector,
+        detector_weights=args.detector_weights, camera=args.camera, options=options, spec=spec, add=args.add,
+        overwrite=args.overwrite, backend=args.backend, onnx_dir=onnx_dir, device=default_device(args.device),
+        batch_size=args.batch_size, recall_queries=args.recall_queries, progress=not args.no_progress,
+    )
+    meta = index.meta
+    sources = meta["sources"]
+    print(f"index: {args.out} ({len(index)} tracks from {len(sources)} source(s), {index.kind}, "
+          f"vector width {index.layout['dim']})")
+    for source in sources[-20:]:
+        print(f"  {source['camera']:<16} {source['tracks']:5d} tracks  {source['frames']:7d} frames  {source['path']}")
+    if meta["skipped"]:
+        print(f"skipped {len(meta['skipped'])} source(s): unreadable or refused (listed above)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -66,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "torch" and not args.checkpoint:
         raise SsanError("--checkpoint is required with the torch backend")
     onnx_dir = args.onnx or (str(Path(args.out) / "onnx") if args.backend == "onnx" else None)
+    _check_video_options(args)
+    if args.video is not None:
+        return _run_video(args, _spec(args), onnx_dir)
     try:
         index = GalleryIndex.build(
             args.out, args.checkpoint, images=args.images, data=args.data, split=args.split, spec=_spec(args),

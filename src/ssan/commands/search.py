@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from ssan.commands._searcher_options import add_searcher_arguments
 
-HELP = "search an index with a text description (top-k paths, scores, word attention per body part)"
+log = logging.getLogger(__name__)
+
+HELP = "search an index with a text description (top-k images or tracks, scores, word attention per body part)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,16 +32,58 @@ def format_answer(answer: dict, words_per_part: int = 4) -> str:
         lines.append(f"unknown words (ignored): {', '.join(dict.fromkeys(answer['unknown_words']))}")
     if answer["truncated"]:
         lines.append(f"the query was cut to its first {len(answer['tokens'])} words")
-    lines.append(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
-    for r in answer["results"]:
-        identity = "-" if r["id"] is None else str(r["id"])
-        lines.append(f"{r['rank']:>4}  {r['score']:7.4f}  {identity:>6}  {r['path']}")
+    if answer["results"] and "track" in answer["results"][0]:
+        lines.extend(track_lines(answer["results"]))
+    else:
+        lines.append(f"{'rank':>4}  {'score':>7}  {'id':>6}  path")
+        for r in answer["results"]:
+            identity = "-" if r["id"] is None else str(r["id"])
+            lines.append(f"{r['rank']:>4}  {r['score']:7.4f}  {identity:>6}  {r['path']}")
     if answer["attention"]:
         lines.append("word attention per body part (stripes top to bottom), most attended words:")
         for part, pairs in top_words(answer["attention"], words_per_part).items():
             listing = ", ".join(f"{word} {weight:.2f}" for word, weight in pairs)
             lines.append(f"  {part.replace('_', ' ')}: {listing}")
     return "\n".join(lines)
+
+
+def clock(seconds: float) -> str:
+    """Seconds as ``H:MM:SS.s``."""
+    tenths = int(round(float(seconds) * 10))
+    hours, rest = divmod(tenths, 36000)
+    minutes, rest = divmod(rest, 600)
+    return f"{hours}:{minutes:02d}:{rest // 10:02d}.{rest % 10}"
+
+
+def track_lines(results: list) -> list:
+    """One line per track result: rank, score, camera, start-end time, track id, source file."""
+    from pathlib import Path
+
+    width = max([6] + [len(r["camera"]) for r in results])
+    lines = [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<21}  {'track':>6}  source"]
+    for r in results:
+        span = f"{clock(r['start'])}-{clock(r['end'])}"
+        lines.append(f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<21}  {r['track']:>6}  "
+                     f"{Path(r['video']).name}")
+    return lines
+
+
+def _track_sheet(answer: dict, out: str) -> None:
+    from ssan.errors import SsanError
+    from ssan.video import track_frame
+    from ssan.viz import track_sheet
+
+    hits = []
+    for r in answer["results"]:
+        try:
+            frame, box = track_frame(r)
+        except SsanError as exc:
+            log.warning("sheet: no frame for track %s (%s)", r["track"], exc)
+            frame, box = None, None
+        title = (f"{r['rank']}. {r['camera']}  {clock(r['start'])}-{clock(r['end'])}  track {r['track']}  "
+                 f"score {r['score']:.3f}  (frame {r['frames'][0]})")
+        hits.append({"crop": r["path"], "frame": frame, "box": box, "title": title})
+    track_sheet(answer["query"], hits, out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
                         onnx_dir=args.onnx, threads=args.threads)
     answer = searcher.search(args.query, k=args.k)
     print(json.dumps(answer, indent=1, ensure_ascii=False) if args.json else format_answer(answer))
-    if args.sheet:
+    if args.sheet and answer["results"] and "track" in answer["results"][0]:
+        _track_sheet(answer, args.sheet)
+        if not args.json:
+            print(f"results sheet: {args.sheet}")
+    elif args.sheet:
         from ssan.viz import retrieval_sheet
 
         results = [(r["path"], None, r["score"]) for r in answer["results"]]

@@ -137,7 +137,7 @@ def _head(fig: _Figure, person: Person, col: dict) -> None:
         fig.box(cx - r * 0.95, y(-0.03), cx + r * 0.95, y(0.03), col["hat"])
 
 
-def _colours(person: Person, rng: np.random.Generator) -> dict:
+def person_colours(person: Person, rng: np.random.Generator) -> dict:
     """Every colour of the figure, each jittered a little (fabric, light)."""
     pick = {
         "skin": SKIN_TONES[person.skin], "hair": HAIR_COLOURS[person.hair_colour],
@@ -166,15 +166,16 @@ def _camera(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageOps.mirror(image) if rng.random() < 0.5 else image
 
 
-def render_person(person: Person, size: Tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """One RGB image of ``person`` at ``size`` = (height, width), nuisances drawn from ``rng``."""
-    height, width = size
-    image = _background(height, width, rng)
-    fh = height * rng.uniform(0.8, 0.93)
-    foot = height * (1 - rng.uniform(0.02, 0.06))
-    fig = _Figure(ImageDraw.Draw(image), width / 2 + rng.uniform(-0.08, 0.08) * width, foot - fh, fh)
-    col = _colours(person, rng)
-    swing, stride = rng.uniform(-9, 9), rng.uniform(0, 0.14) * fh
+def draw_figure(image: Image.Image, person: Person, col: dict, cx: float, top: float, fh: float,
+                swing: float, stride: float) -> None:
+    """Draw ``person`` onto ``image`` (RGB, or RGBA with a transparent canvas for a sprite).
+
+    Args:
+        col: the figure's colours (:func:`person_colours`).
+        cx, top, fh: horizontal centre, top of the head and figure height, in pixels.
+        swing: arm swing in degrees (about -9..9); stride: distance between the ankles in pixels.
+    """
+    fig = _Figure(ImageDraw.Draw(image), cx, top, fh)
     if person.backpack:
         side = fig.cx + fig.w(0.1)
         fig.box(side, fig.y(0.19), side + fig.w(0.1), fig.y(0.46), col["backpack"])
@@ -186,4 +187,16 @@ def render_person(person: Person, size: Tuple[int, int], rng: np.random.Generato
                           fill=col["backpack"], width=max(1, int(fig.w(0.025))))
     _arms(fig, person, col, swing)
     _head(fig, person, col)
+
+
+def render_person(person: Person, size: Tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """One RGB image of ``person`` at ``size`` = (height, width), nuisances drawn from ``rng``."""
+    height, width = size
+    image = _background(height, width, rng)
+    fh = height * rng.uniform(0.8, 0.93)
+    foot = height * (1 - rng.uniform(0.02, 0.06))
+    cx = width / 2 + rng.uniform(-0.08, 0.08) * width
+    col = person_colours(person, rng)
+    swing, stride = rng.uniform(-9, 9), rng.uniform(0, 0.14) * fh
+    draw_figure(image, person, col, cx, foot - fh, fh, swing, stride)
     return _camera(image, rng)

@@ -57,7 +57,8 @@ def _gallery_from_prepared(data: Union[str, Path], split: str):
     return candidates, [], source, captions
 
 
-def _open_existing(out_dir: Path, add: bool, overwrite: bool) -> Optional[GalleryIndex]:
+def open_existing(out_dir: Path, add: bool, overwrite: bool) -> Optional[GalleryIndex]:
+    """The index already in ``out_dir`` when adding to it; None when there is none or it is replaced."""
     if not (out_dir / META_FILE).exists():
         return None
     if add:
@@ -69,7 +70,7 @@ def _open_existing(out_dir: Path, add: bool, overwrite: bool) -> Optional[Galler
     )
 
 
-def _recall_queries(existing, encoders, info, captions, features, num_queries: int, seed: int):
+def recall_sample(existing, encoders, info, captions, features, num_queries: int, seed: int):
     """(Q x F queries, their kind) for measuring recall; re-uses the stored sample when adding."""
     if existing is not None and existing.queries is not None:
         return np.asarray(existing.queries), existing.meta["index"].get("recall_queries")
@@ -90,7 +91,8 @@ def measure_recall(index: GalleryIndex, queries: np.ndarray, k: int = RECALL_K) 
     return ann.recall_at_k(exact, approx)
 
 
-def _warn_skipped(skipped: list) -> None:
+def warn_skipped(skipped: list) -> None:
+    """One warning listing (the first 20 of) the ``(path, reason)`` pairs skipped."""
     if skipped:
         listing = "; ".join(f"{path} ({reason})" for path, reason in skipped[:20])
         more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
@@ -105,7 +107,8 @@ def _encode_new(encoders, info, candidates, batch_size, num_workers, progress):
     )
 
 
-def _meta(info, layout, spec, sources, entries, skipped) -> dict:
+def index_meta(info, layout, spec, sources, entries, skipped) -> dict:
+    """``meta.json`` of an index (format in :mod:`ssan.search.index`); recall is filled in later."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -160,7 +163,7 @@ def build_index(
     if dist_info.enabled and str(device).startswith("cuda"):
         device = f"cuda:{dist_info.local_rank}"
     out_dir = Path(out_dir)
-    existing = _open_existing(out_dir, add, overwrite)
+    existing = open_existing(out_dir, add, overwrite)
     encoders, info = load_encoders(backend, checkpoint=checkpoint, onnx_dir=onnx_dir, device=device)
     if existing is not None:
         existing.check_fingerprint(info.fingerprint, f"checkpoint {info.checkpoint}")
@@ -174,7 +177,7 @@ def build_index(
     if not current().is_main:
         return None
     skipped = refused + encoded["failed"]
-    _warn_skipped(skipped)
+    warn_skipped(skipped)
     return _assemble(out_dir, existing, info, encoders, new, encoded, source, captions, skipped, spec,
                      recall_queries, seed)
 
@@ -196,10 +199,10 @@ def _assemble(out_dir, existing, info, encoders, new, encoded, source, captions,
     faiss_index, spec = ann.build(features, spec)
     entries = (existing.entries if existing is not None else []) + new_entries
     sources = (existing.meta["sources"] if existing is not None else []) + [source]
-    meta = _meta(info, layout, spec, sources, entries, skipped)
+    meta = index_meta(info, layout, spec, sources, entries, skipped)
     index = GalleryIndex(meta, features, faiss_index)
     if spec.kind != "flat":
-        queries, kind = _recall_queries(existing, encoders, info, captions, features, recall_queries, seed)
+        queries, kind = recall_sample(existing, encoders, info, captions, features, recall_queries, seed)
         index.queries = queries
         meta["index"].update({"recall@10": measure_recall(index, queries), "recall_queries": kind})
         log.debug("%s index: recall@10 = %.4f against the exact index (%d queries: %s)",

@@ -1,0 +1,65 @@
+"""Track entries of an index built from footage (``ssan index --video``): their fields and files.
+
+A track entry is a gallery entry whose ``path`` is the track's best crop (a JPEG in the
+index folder's ``crops/``, so anything that shows gallery images shows tracks) and which
+adds::
+
+    "kind": "track", "track": id in its source, "camera": name, "video": source path,
+    "source_kind": "video" | "frames", "start" / "end": seconds, "first_frame" / "last_frame",
+    "boxes_seen": boxes over the sampled frames, and for its kept crops (best first):
+    "frames": [1-based frame numbers], "times": [seconds], "boxes": [[x, y, w, h] pixels]
+
+Nothing here reads video: :func:`ssan.video.track_frame` decodes a track's frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+TRACK_FIELDS = (
+    "kind",
+    "track",
+    "camera",
+    "start",
+    "end",
+    "first_frame",
+    "last_frame",
+    "boxes_seen",
+    "frames",
+    "times",
+    "boxes",
+    "video",
+    "source_kind",
+)
+
+
+def is_track(entry: dict) -> bool:
+    return entry.get("kind") == "track"
+
+
+def track_fields(entry: dict) -> dict:
+    """The track fields of an entry (``{}`` for an image entry), for search results."""
+    if not is_track(entry):
+        return {}
+    return {name: entry[name] for name in TRACK_FIELDS if name in entry}
+
+
+def video_file(entry: dict) -> Optional[Path]:
+    """The video file of a track entry, or None (not a track, a folder of frames, or no longer safe to serve).
+
+    The file must still be the regular video file recorded at indexing time: a path that
+    now resolves elsewhere (a link swapped in later) is refused.
+    """
+    from ssan.video.frames import is_video_name
+
+    if not is_track(entry) or entry.get("source_kind") != "video":
+        return None
+    recorded = Path(entry["video"])
+    try:
+        resolved = recorded.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if resolved != recorded or not resolved.is_file() or not is_video_name(resolved.name):
+        return None
+    return resolved

@@ -1,0 +1,178 @@
+"""Person detectors, one registry: torchvision's COCO detectors, and any that user code adds.
+
+A detector is built by a factory registered under a name::
+
+    from ssan.video import register_detector
+
+    @register_detector("my-yolo")
+    def my_yolo(weights, device, min_score):
+        return MyPersonDetector(weights, device, min_score)   # images -> [(boxes, scores)]
+
+and called on a list of frames (``H x W x 3`` uint8 RGB arrays); it returns, per frame, the
+person boxes (``N x 4`` float32, ``x0, y0, x1, y1`` pixels) and their scores (``N`` float32),
+scores >= ``min_score`` only. ``ssan index --detector`` choices and the "valid: ..." error
+read :data:`DETECTORS`.
+
+Weights of the torchvision detectors are never downloaded here: they are read from
+torchvision's cache (where ``torchvision`` itself would keep them) or from a local file,
+loaded strictly; absent weights are an error that says where to put them, never random ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torchvision
+
+from ssan.errors import SsanError
+from ssan.video.errors import DetectorWeightsError
+
+log = logging.getLogger(__name__)
+
+COCO_PERSON = 1  # label of "person" in torchvision's COCO detectors
+DEFAULT_MIN_SCORE = 0.5
+DetectorFactory = Callable[[Optional[Path], str, float], Callable]
+DETECTORS: Dict[str, DetectorFactory] = {}
+
+
+def register_detector(name: str, *, overwrite: bool = False):
+    """Decorator registering ``factory(weights, device, min_score) -> detector`` under ``name``.
+
+    ``weights`` is the local weights file the user gave (None: the factory's default source).
+    A taken name is refused unless ``overwrite``.
+    """
+
+    def decorate(factory: DetectorFactory) -> DetectorFactory:
+        if name in DETECTORS and not overwrite:
+            raise ValueError(f"detector {name!r} is already registered (pass overwrite=True to replace it)")
+        DETECTORS[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_detector(
+    name: str,
+    weights: Optional[Union[str, Path]] = None,
+    device: str = "cpu",
+    min_score: float = DEFAULT_MIN_SCORE,
+):
+    """The registered detector ``name``; SsanError listing the valid names when unknown."""
+    if name not in DETECTORS:
+        raise SsanError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
+    return DETECTORS[name](
+        Path(weights).expanduser() if weights is not None else None, device, float(min_score)
+    )
+
+
+class TorchvisionPersonDetector:
+    """A torchvision detection model restricted to COCO's "person" class.
+
+    Args:
+        model: a torchvision detector (eval mode is set here).
+        device: where it runs; frames go there, boxes come back to the CPU.
+        min_score: boxes scoring below this are dropped.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", min_score: float = DEFAULT_MIN_SCORE):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.min_score = min_score
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """images: H x W x 3 uint8 RGB each -> per image (N x 4 float32 xyxy boxes, N float32 scores)."""
+        batch = [
+            torch.from_numpy(np.ascontiguousarray(i)).to(self.device).permute(2, 0, 1).float() / 255
+            for i in images
+        ]
+        results = []
+        for out in self.model(batch):
+            keep = (out["labels"] == COCO_PERSON) & (out["scores"] >= self.min_score)
+            results.append(
+                (out["boxes"][keep].float().cpu().numpy(), out["scores"][keep].float().cpu().numpy())
+            )
+        return results
+
+
+def _cache_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _read_state(path: Path, name: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, unsafe pickle: all mean unusable weights
+        raise DetectorWeightsError(
+            f"cannot read weights of detector {name} from {path}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise DetectorWeightsError(f"weights file {path} of detector {name} does not hold a state dict")
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def detector_state(name: str, url: str, weights: Optional[Path]) -> Tuple[dict, str]:
+    """(state dict, where it came from): ``weights`` if given, else torchvision's cache; never downloads."""
+    file_name = url.rsplit("/", 1)[-1]
+    if weights is not None:
+        if not weights.is_file():
+            raise DetectorWeightsError(
+                f"weights file of detector {name} not found: {weights}; download {url} "
+                f"and pass --detector-weights /path/{file_name}"
+            )
+        return _read_state(weights, name), str(weights)
+    cached = _cache_dir() / file_name
+    if not cached.is_file():
+        raise DetectorWeightsError(
+            f"no weights for detector {name} on this machine (ssan does not download them): download {url} "
+            f"and either place it in torchvision's cache ({cached}) or pass --detector-weights /path/{file_name}; "
+            "or give boxes you already have with --detections det.txt"
+        )
+    return _read_state(cached, name), str(cached)
+
+
+def _load_strict(model: torch.nn.Module, state: dict, name: str, where: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+
+        def preview(keys):
+            return (", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")) or "none"
+
+        raise DetectorWeightsError(
+            f"weights {where} do not fit detector {name}: missing {preview(missing)}, "
+            f"unexpected {preview(unexpected)}, wrong shape {preview(wrong)}"
+        )
+    model.load_state_dict(state)
+
+
+def _register_torchvision(name: str, weights_enum: str) -> None:
+    def factory(weights: Optional[Path], device: str, min_score: float) -> TorchvisionPersonDetector:
+        url = getattr(torchvision.models.detection, weights_enum).DEFAULT.url
+        state, where = detector_state(name, url, weights)
+        model = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None)
+        _load_strict(model, state, name, where)
+        log.info("person detector %s with weights from %s", name, where)
+        return TorchvisionPersonDetector(model, device, min_score)
+
+    factory.__doc__ = f"torchvision's COCO {name}, person class only."
+    register_detector(name)(factory)
+
+
+for _name, _enum in (
+    ("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights"),
+    ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights"),
+    ("fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights"),
+    ("retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights"),
+):
+    _register_torchvision(_name, _enum)
