@@ -181,3 +181,20 @@ def test_indexed_file_swapped_for_a_link_is_refused(real_index, tmp_path):
         victim.unlink()
         shutil.move(backup, victim)
     assert client.get("/api/images/0").status_code == 200
+
+
+def test_without_authentication_the_host_check_still_holds(fake):
+    """``Security(tokens=None)`` (``ssan serve --no-auth``, loopback only): no token, but no foreign Host either."""
+    client = TestClient(create_app(fake, Security(tokens=None)), base_url=BASE_URL)
+    assert client.post("/api/search", json={"query": "a man", "k": 1}).status_code == 200
+    assert client.get("/api/images/0").status_code == 200
+    assert "security" not in client.get("/openapi.json").json()
+    assert client.get("/api/images/0", headers={"Host": "attacker.example"}).status_code == 400
+    foreign = client.post("/api/search", json={"query": "a man", "k": 1}, headers={"Origin": "http://attacker.example"})
+    assert foreign.status_code == 403
+
+
+def test_openapi_states_the_bearer_token(client):
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["token"] == {"type": "http", "scheme": "bearer"}
+    assert schema["security"] == [{"token": []}] and schema["paths"]["/healthz"]["get"]["security"] == []
