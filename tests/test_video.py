@@ -32,6 +32,21 @@ def checkpoint(prepared_synth, tmp_path_factory):
     return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.pt", prepared_synth, seed=0)
 
 
+@pytest.fixture(scope="module")
+def footage_checkpoint(tmp_path_factory):
+    """A small SSAN trained on 200 synthetic identities for 6 epochs (about 30 s): it can tell walkers apart."""
+    root = tmp_path_factory.mktemp("footage-model")
+    assert run_cli("synth", root / "synth", "--ids", 200, "--size", "64x32", "--seed", 5)[0] == 0
+    assert run_cli("prepare", "--dataset", "cuhk-pedes", "--root", root / "synth", "--out", root / "prep")[0] == 0
+    settings = ["data.batch_size=32", "data.num_workers=0", "model.embed_dim=64", "model.word_dim=32",
+                "model.hidden_dim=64", "model.cnn_width=12", "optim.epochs=6", "optim.milestones=[100]",
+                "optim.lr=3e-3", "optim.backbone_lr=3e-3", "train.eval_every=6"]
+    code, out, err = run_cli("train", "--config", "synth", "--data", root / "prep", "--output", root / "run",
+                             "--device", "cpu", *[a for s in settings for a in ("--set", s)])
+    assert code == 0, err
+    return root / "run" / "checkpoints" / "last.pt"
+
+
 def gt_rows(scene: Path) -> dict:
     """{id: {frame: (x, y, w, h)}} from the scene's ground truth."""
     rows: dict = {}
@@ -96,6 +111,33 @@ def test_index_from_ground_truth_times_and_boxes_match_it(scene, checkpoint, tmp
             assert tuple(box) == seen[frame] and time == pytest.approx((frame - 1) / FPS)
         assert entry["camera"] == "video" and Path(entry["path"]).is_file()
     assert index.meta["content"] == "tracks" and index.meta["aggregation"] == "mean-of-normalised"
+
+
+@pytest.mark.slow
+def test_a_persons_caption_finds_its_own_track_first(footage_checkpoint, tmp_path):
+    hits, ranks = [], []
+    for seed in (0, 1):
+        out = tmp_path / f"scene{seed}"
+        assert run_cli("synth-video", out, "--seconds", 6, "--people", 5, "--size", "144x256", "--seed", seed,
+                       "--no-progress")[0] == 0
+        code, _, err = run_cli("index", "--checkpoint", footage_checkpoint, "--video", out / "video.mp4",
+                               "--detections", out / "gt" / "gt.txt", "--out", out / "idx", "--no-progress")
+        assert code == 0, err
+        searcher = Searcher(out / "idx")
+        for track, person in json.loads((out / "people.json").read_text())["people"].items():
+            for caption in person["captions"]:
+                order = [r for r in searcher.search(caption, k=5)["results"]]
+                owners = [_owner(r, gt_rows(out)) for r in order]
+                ranks.append(owners.index(int(track)) + 1 if int(track) in owners else 6)
+                hits.append(owners[0] == int(track))
+    # 5 walkers: a model that cannot tell them apart ranks the right one first 20% of the time
+    assert np.mean(hits) >= 0.45, f"own track first for {np.mean(hits):.0%} of {len(hits)} captions, ranks {ranks}"
+
+
+def _owner(result: dict, truth: dict) -> int:
+    """The walker whose ground-truth boxes the track's kept boxes are (ByteTrack ids are its own)."""
+    votes = [t for f, b in zip(result["frames"], result["boxes"]) for t, seen in truth.items() if seen.get(f) == tuple(b)]
+    return max(set(votes), key=votes.count) if votes else -1
 
 
 def test_sampling_rate_keeps_every_other_frame(scene, checkpoint, tmp_path):
