@@ -62,7 +62,9 @@ def empty_hub(tmp_path):
 
 
 def test_registry_lists_the_torchvision_person_detectors():
-    assert {SSD, "fasterrcnn_resnet50_fpn_v2", "fcos_resnet50_fpn", "retinanet_resnet50_fpn_v2"} <= set(DETECTORS)
+    assert {SSD, "fasterrcnn_resnet50_fpn_v2", "fcos_resnet50_fpn", "retinanet_resnet50_fpn_v2"} <= set(
+        DETECTORS
+    )
     with pytest.raises(Exception, match="unknown detector 'yolo'; valid: .*ssdlite320"):
         build_detector("yolo")
 
@@ -73,8 +75,18 @@ def test_missing_weights_is_a_clear_offline_error(empty_hub, scene, checkpoint, 
     message = str(info.value)
     assert "does not download" in message and SSD_FILE in message and str(empty_hub / SSD_FILE) in message
     assert "https://download.pytorch.org/models/" + SSD_FILE in message and "--detector-weights" in message
-    code, out, err = run_cli("index", "--checkpoint", checkpoint, "--video", scene / "video.mp4", "--detector", SSD,
-                             "--out", tmp_path / "idx", "--no-progress")
+    code, out, err = run_cli(
+        "index",
+        "--checkpoint",
+        checkpoint,
+        "--video",
+        scene / "video.mp4",
+        "--detector",
+        SSD,
+        "--out",
+        tmp_path / "idx",
+        "--no-progress",
+    )
     assert code == 2 and "no weights for detector" in err and "Traceback" not in err
     with pytest.raises(DetectorWeightsError, match="not found"):
         build_detector(SSD, tmp_path / "nowhere.pth")
@@ -88,7 +100,9 @@ def test_weights_are_read_from_the_cache_and_checked(empty_hub, random_ssd_weigh
     assert all(torch.equal(v, reference[k]) for k, v in detector.model.state_dict().items())
     renamed = {("other." + k if i % 7 == 0 else k): v for i, (k, v) in enumerate(reference.items())}
     torch.save(renamed, tmp_path / "other.pth")
-    with pytest.raises(DetectorWeightsError, match="do not fit detector ssdlite320.*missing .*unexpected other"):
+    with pytest.raises(
+        DetectorWeightsError, match="do not fit detector ssdlite320.*missing .*unexpected other"
+    ):
         build_detector(SSD, tmp_path / "other.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(DetectorWeightsError, match="cannot read weights"):
@@ -97,7 +111,10 @@ def test_weights_are_read_from_the_cache_and_checked(empty_hub, random_ssd_weigh
 
 def test_detector_boxes_are_people_above_the_score_inside_the_frame(random_ssd_weights):
     detector = build_detector(SSD, random_ssd_weights, min_score=0.5)
-    frames = [np.full((144, 256, 3), 90, np.uint8), np.random.default_rng(0).integers(0, 255, (144, 256, 3), np.uint8)]
+    frames = [
+        np.full((144, 256, 3), 90, np.uint8),
+        np.random.default_rng(0).integers(0, 255, (144, 256, 3), np.uint8),
+    ]
     results = detector(frames)
     assert len(results) == 2
     for boxes, scores in results:
@@ -107,9 +124,26 @@ def test_detector_boxes_are_people_above_the_score_inside_the_frame(random_ssd_w
 
 @pytest.mark.slow
 def test_detector_path_indexes_tracks_with_random_weights(scene, checkpoint, random_ssd_weights, tmp_path):
-    code, out, err = run_cli("index", "--checkpoint", checkpoint, "--video", scene / "video.mp4", "--detector", SSD,
-                             "--detector-weights", random_ssd_weights, "--min-score", "0.5", "--fps", "2",
-                             "--crops-per-track", "1", "--out", tmp_path / "idx", "--no-progress")
+    code, out, err = run_cli(
+        "index",
+        "--checkpoint",
+        checkpoint,
+        "--video",
+        scene / "video.mp4",
+        "--detector",
+        SSD,
+        "--detector-weights",
+        random_ssd_weights,
+        "--min-score",
+        "0.5",
+        "--fps",
+        "2",
+        "--crops-per-track",
+        "1",
+        "--out",
+        tmp_path / "idx",
+        "--no-progress",
+    )
     assert code == 0, err
     from ssan.search import GalleryIndex
 
@@ -148,8 +182,14 @@ def test_a_registered_detector_is_a_cli_choice_and_its_boxes_are_tracked(scene, 
     try:
         with pytest.raises(ValueError, match="already registered"):
             register_detector("ground-truth")(ground_truth)
-        index = build_track_index(tmp_path / "idx", checkpoint, [scene / "video.mp4"], detector="ground-truth",
-                                  options=IngestOptions(fps=10), progress=False)
+        index = build_track_index(
+            tmp_path / "idx",
+            checkpoint,
+            [scene / "video.mp4"],
+            detector="ground-truth",
+            options=IngestOptions(fps=10),
+            progress=False,
+        )
         assert sum(calls) == 40
         assert len(index) == len(json.loads((scene / "people.json").read_text())["people"])
     finally:

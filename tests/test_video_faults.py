@@ -65,19 +65,31 @@ def damaged(scene, tmp_path_factory):
     (folder / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(30_000))
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
     corrupt = bytearray(data)
-    corrupt[len(data) // 3: len(data) // 3 + 40_000] = bytes(40_000)
+    corrupt[len(data) // 3 : len(data) // 3 + 40_000] = bytes(40_000)
     (folder / "corrupt.mp4").write_bytes(bytes(corrupt))
     _unknown_codec_avi(folder / "codec.avi")
     return folder
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("empty.mp4", "cannot open"), ("garbage.mp4", "cannot open"), ("codec.avi", "no decoder"),
-    ("missing.mp4", "file not found"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("empty.mp4", "cannot open"),
+        ("garbage.mp4", "cannot open"),
+        ("codec.avi", "no decoder"),
+        ("missing.mp4", "file not found"),
+    ],
+)
 def test_unreadable_video_alone_is_a_one_line_error(damaged, scene, checkpoint, tmp_path, name, reason):
-    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", damaged / name,
-                               "--detections", scene / "gt" / "gt.txt", "--keep-ids")
+    code, out, err = index_cli(
+        checkpoint,
+        tmp_path / "idx",
+        "--video",
+        damaged / name,
+        "--detections",
+        scene / "gt" / "gt.txt",
+        "--keep-ids",
+    )
     one_line_error(code, err)
     assert reason in err and "no track to index" in err
 
@@ -90,7 +102,9 @@ def test_unreadable_videos_are_skipped_and_the_rest_indexed(damaged, scene, chec
     (videos / "good.mp4").write_bytes((scene / "video.mp4").read_bytes())
     for stem in ("garbage", "codec", "empty", "good"):
         (videos / f"{stem}.txt").write_text((scene / "gt" / "gt.txt").read_text())
-    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", videos, "--detections", videos, "--keep-ids")
+    code, out, err = index_cli(
+        checkpoint, tmp_path / "idx", "--video", videos, "--detections", videos, "--keep-ids"
+    )
     assert code == 0 and "Traceback" not in err, err
     assert "4 tracks from 1 source" in out and "skipped 3 source(s)" in out
     for name in ("garbage.mp4", "codec.avi", "empty.mp4"):
@@ -99,9 +113,14 @@ def test_unreadable_videos_are_skipped_and_the_rest_indexed(damaged, scene, chec
 
 def test_truncated_video_keeps_the_frames_before_the_cut(damaged, scene, checkpoint, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        index = build_track_index(tmp_path / "idx", checkpoint, [damaged / "truncated.mp4"],
-                                  detections=scene / "gt" / "gt.txt",
-                                  options=IngestOptions(fps=FPS, keep_ids=True), progress=False)
+        index = build_track_index(
+            tmp_path / "idx",
+            checkpoint,
+            [damaged / "truncated.mp4"],
+            detections=scene / "gt" / "gt.txt",
+            options=IngestOptions(fps=FPS, keep_ids=True),
+            progress=False,
+        )
     assert "truncated" in caplog.text
     decoded = index.meta["sources"][0]["frames"]
     assert 5 < decoded < 60
@@ -118,7 +137,9 @@ def test_damaged_packets_are_skipped_with_a_warning(damaged, caplog):
 def test_malformed_mot_file_is_refused_naming_its_lines(scene, checkpoint, tmp_path):
     det = tmp_path / "det.txt"
     det.write_text("1,1,10,10,20,40,1\n2,1,ten,10,20,40,1\n3,1,10,10\n")
-    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det)
+    code, out, err = index_cli(
+        checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det
+    )
     one_line_error(code, err)
     assert "line 2: not all values are numbers" in err and "line 3: expected at least 6" in err
 
@@ -128,8 +149,14 @@ def test_boxes_outside_the_frame_are_clipped_or_dropped(scene, checkpoint, tmp_p
     lines = [f"{n},7,-30,20,60,100,1" for n in range(1, 11)] + ["3,8,900,20,60,100,1", "4,8,10,500,60,100,1"]
     det.write_text("\n".join(lines) + "\n")
     with caplog.at_level(logging.WARNING):
-        index = build_track_index(tmp_path / "idx", checkpoint, [scene / "video.mp4"], detections=det,
-                                  options=IngestOptions(fps=FPS, keep_ids=True), progress=False)
+        index = build_track_index(
+            tmp_path / "idx",
+            checkpoint,
+            [scene / "video.mp4"],
+            detections=det,
+            options=IngestOptions(fps=FPS, keep_ids=True),
+            progress=False,
+        )
     assert "10 box(es) partly outside the 256x144 frame clipped" in caplog.text and "2 wholly" in caplog.text
     (entry,) = index.entries
     assert entry["track"] == 7 and all(b == [0, 20, 30, 100] for b in entry["boxes"])
@@ -139,15 +166,24 @@ def test_boxes_outside_the_frame_are_clipped_or_dropped(scene, checkpoint, tmp_p
 def test_zero_detections_is_a_clear_error(scene, checkpoint, tmp_path, content):
     det = tmp_path / "det.txt"
     det.write_text(content)
-    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det)
+    code, out, err = index_cli(
+        checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det
+    )
     one_line_error(code, err)
     assert "no track to index" in err
     assert ("none of its frame numbers" in err) == content.startswith("500")
 
 
 def test_one_detections_file_for_several_videos_is_refused(scene, checkpoint, tmp_path):
-    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", scene / "video.mp4",
-                               "--detections", scene / "gt" / "gt.txt")
+    code, out, err = index_cli(
+        checkpoint,
+        tmp_path / "idx",
+        "--video",
+        scene / "video.mp4",
+        scene / "video.mp4",
+        "--detections",
+        scene / "gt" / "gt.txt",
+    )
     one_line_error(code, err)
     assert "is one file but 2 sources" in err
 
@@ -161,26 +197,44 @@ def test_folder_of_frames_needs_its_rate_and_then_matches_the_video(scene, check
         for frame in reader.frames(FPS):
             Image.fromarray(frame.image).save(sequence / "img1" / f"{frame.number:06d}.png")
     (sequence / "img1" / "000031.png").write_bytes(b"broken")
-    code, out, err = index_cli(checkpoint, tmp_path / "a", "--video", sequence, "--detections", scene / "gt" / "gt.txt",
-                               "--keep-ids")
+    code, out, err = index_cli(
+        checkpoint, tmp_path / "a", "--video", sequence, "--detections", scene / "gt" / "gt.txt", "--keep-ids"
+    )
     one_line_error(code, err)
     assert "--frame-rate" in err
-    code, out, err = index_cli(checkpoint, tmp_path / "b", "--video", sequence, "--detections", scene / "gt" / "gt.txt",
-                               "--keep-ids", "--frame-rate", FPS)
+    code, out, err = index_cli(
+        checkpoint,
+        tmp_path / "b",
+        "--video",
+        sequence,
+        "--detections",
+        scene / "gt" / "gt.txt",
+        "--keep-ids",
+        "--frame-rate",
+        FPS,
+    )
     assert code == 0 and "skipped 1 unreadable" in err, err
-    video = build_track_index(tmp_path / "c", checkpoint, [scene / "video.mp4"], detections=scene / "gt" / "gt.txt",
-                              options=IngestOptions(fps=FPS, keep_ids=True), progress=False)
+    video = build_track_index(
+        tmp_path / "c",
+        checkpoint,
+        [scene / "video.mp4"],
+        detections=scene / "gt" / "gt.txt",
+        options=IngestOptions(fps=FPS, keep_ids=True),
+        progress=False,
+    )
     from ssan.search import GalleryIndex
 
     frames = GalleryIndex.load(tmp_path / "b")
     assert [(e["track"], e["start"], e["end"]) for e in frames.entries] == [
-        (e["track"], e["start"], e["end"]) for e in video.entries]
+        (e["track"], e["start"], e["end"]) for e in video.entries
+    ]
     assert frames.entries[0]["camera"] == "seq" and frames.entries[0]["source_kind"] == "frames"
 
 
 def test_options_that_need_footage_are_refused_without_it(scene, checkpoint, tmp_path):
-    code, out, err = run_cli("index", "--checkpoint", checkpoint, "--images", scene, "--out", tmp_path / "i",
-                             "--keep-ids")
+    code, out, err = run_cli(
+        "index", "--checkpoint", checkpoint, "--images", scene, "--out", tmp_path / "i", "--keep-ids"
+    )
     assert code == 2 and "--keep-ids only applies to footage" in err
 
 
@@ -193,4 +247,3 @@ def test_missing_extra_says_how_to_install(monkeypatch):
 
     with pytest.raises(SsanError, match=r"pip install 'ssan\[video\]'.*--keep-ids"):
         ByteTracker(fps=5)
-
