@@ -17,9 +17,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a value of the synth preset, e.g. --set model.parts=false")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    parser.add_argument("--footage", action="store_true",
+                        help="then search a synthetic street video with the demo model (see ssan.video.demo)")
+
+
+def _run_footage(args: argparse.Namespace) -> int:
+    from ssan.video.demo import run_footage_demo
+
+    result = run_footage_demo(args.output, seed=args.seed, overrides=args.overrides, device=args.device)
+    m = result["metrics"]
+    print(f"footage: {m['tracks']} tracks; the first caption of {m['own_track_first']} of {m['walkers']} walkers "
+          f"ranks its own track first ({m['own_track_first_pct']:.1f}%)")
+    for name, path in result["paths"].items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.footage:
+        return _run_footage(args)
     from ssan.demo import run_demo
     from ssan.evaluation import format_metrics_table
 

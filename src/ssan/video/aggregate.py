@@ -1,11 +1,14 @@
 """One feature per track from the features of its crops.
 
-Two ways were compared on the synthetic footage (``benchmarks/bench_video.py``, figures in
-the README): the **mean of the normalised crop features**, re-normalised term by term, so a
-track is one vector and its score is again a sum of cosines (what the index stores), and
-the **maximum over the crops** of the query's score, taken at query time (one row per crop).
-The mean ranked a person's own track first at least as often and keeps the index one row
-per track, so it is the one used.
+Two ways were compared on the synthetic footage (``benchmarks/bench_video.py --stages
+retrieval``, figures in the README): the **mean of the normalised crop features**,
+re-normalised term by term, so a track is one vector and its score is again a sum of
+cosines; and the **maximum over the crops** of the query's score, taken at query time (one
+index row per crop). With the demo model, on 5 scenes x 24 walkers x 3 captions, the own
+track came first for 93.6% of the captions with the mean and 94.2% with the maximum (2 of
+360 queries apart; 93.3% both for the first caption of each walker). Within that noise the
+mean is used: one row per track keeps the index 8 times smaller and the search, the
+compressed index kinds and ``--add`` unchanged.
 """
 
 from __future__ import annotations
