@@ -422,3 +422,17 @@ def test_mot_reader_names_malformed_lines_and_clips_boxes(tmp_path, caplog):
     assert "clipped" in caplog.text and "dropped" in caplog.text
     assert mot.frames[1].tolist()[0][:5] == [1, 0, 5, 20, 40]
     assert mot.frames[2][0, 6] == 0.25
+
+
+@pytest.mark.slow
+def test_demo_footage_searches_a_street_video_with_the_demo_model(prepared_synth, tmp_path):
+    out = tmp_path / "demo"
+    (out / "run" / "checkpoints").mkdir(parents=True)
+    save_random_checkpoint(out / "run" / "checkpoints" / "best.pt", prepared_synth)
+    (out / "metrics.json").write_text("{}")  # a finished demo: the footage part reuses its model
+    code, stdout, err = run_cli("demo", "--output", out, "--footage")
+    assert code == 0, err
+    metrics = json.loads((out / "footage.json").read_text())
+    assert metrics["walkers"] == 12 and len(metrics["queries"]) == 12 and metrics["tracks"] >= 12
+    assert f"of 12 walkers ranks its own track first ({metrics['own_track_first_pct']:.1f}%)" in stdout
+    assert (out / "footage.png").stat().st_size > 20_000 and (out / "footage" / "gt" / "gt.txt").is_file()
