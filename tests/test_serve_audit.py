@@ -135,7 +135,9 @@ def test_behind_a_trusted_reverse_proxy(tmp_path):
     """As the README's proxy setup runs it: the proxy's Host, https Origin and client address are used."""
     path = tmp_path / "audit.jsonl"
     security = Security(
-        tokens=TokenStore([("alice", ALICE)], "test"), audit=AuditLog(path), allowed_hosts=("search.example.org",)
+        tokens=TokenStore([("alice", ALICE)], "test"),
+        audit=AuditLog(path),
+        allowed_hosts=("search.example.org",),
     )
     app = create_app(fake_searcher(tmp_path), security)
     forwarded = {"Host": "search.example.org", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
