@@ -144,33 +144,13 @@ def generate_synthetic_video(
     out = Path(out).absolute()
     if out.exists():
         _may_replace(out, overwrite)
-    groups = sample_identities(people, np.random.default_rng([seed, 0]), swap_fraction=TWIN_FRACTION)
-    persons = [p for g in groups for p in g]
-    twins = {}
-    for group in groups:
-        if len(group) == 2:
-            first = persons.index(group[0]) + 1
-            twins[first], twins[first + 1] = first + 1, first
+    persons, twins = _identities(people, seed)
     walkers = plan_walkers(persons, seconds, size[0], size[1], np.random.default_rng([seed, 1]))
     count = max(1, int(round(seconds * fps)))
     with atomic_directory(out, lambda path: _may_replace(path, overwrite)) as tmp:
         renderer = SceneRenderer(walkers, size[0], size[1], np.random.default_rng([seed, 2]))
         rows = _write_frames(renderer, tmp / VIDEO_FILE, fps, count, progress)
-        (tmp / "gt").mkdir()
-        (tmp / GT_FILE).write_text("\n".join(_gt_lines(rows)) + "\n", encoding="utf-8")
-        (tmp / "seqinfo.ini").write_text(
-            f"[Sequence]\nname={out.name}\nimDir=img1\nframeRate={fps}\nseqLength={count}\n"
-            f"imWidth={size[1]}\nimHeight={size[0]}\nimExt=.jpg\n",
-            encoding="utf-8",
-        )
-        entries = {}
-        for walker in walkers:
-            rng = np.random.default_rng([seed, 3, walker.track])
-            texts = [caption(walker.person, rng) for _ in range(captions)]
-            if walker.track in rows:
-                entries[str(walker.track)] = _people_entry(
-                    walker, texts, twins.get(walker.track), rows[walker.track], fps
-                )
+        _write_truth(tmp, out.name, rows, fps, count, size)
         manifest = {
             "generator": GENERATOR,
             "version": 1,
@@ -180,8 +160,43 @@ def generate_synthetic_video(
             "frames": count,
             "size": list(size),
             "twin_pairs": len(twins) // 2,
-            "people": entries,
+            "people": _people(walkers, rows, twins, seed, captions, fps),
         }
         (tmp / PEOPLE_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    log.debug("wrote %d frames with %d walkers to %s", count, len(entries), out)
+    log.debug("wrote %d frames with %d walkers to %s", count, len(manifest["people"]), out)
     return {**manifest, "out": str(out), "video": str(out / VIDEO_FILE), "gt": str(out / GT_FILE)}
+
+
+def _identities(count: int, seed: int) -> tuple:
+    """(persons in track order, {track: twin track}) drawn like ``ssan synth``'s identities."""
+    groups = sample_identities(count, np.random.default_rng([seed, 0]), swap_fraction=TWIN_FRACTION)
+    persons = [p for g in groups for p in g]
+    twins, track = {}, 1
+    for group in groups:
+        if len(group) == 2:
+            twins[track], twins[track + 1] = track + 1, track
+        track += len(group)
+    return persons, twins
+
+
+def _write_truth(folder: Path, name: str, rows: dict, fps: int, count: int, size: Tuple[int, int]) -> None:
+    (folder / "gt").mkdir()
+    (folder / GT_FILE).write_text("\n".join(_gt_lines(rows)) + "\n", encoding="utf-8")
+    (folder / "seqinfo.ini").write_text(
+        f"[Sequence]\nname={name}\nimDir=img1\nframeRate={fps}\nseqLength={count}\n"
+        f"imWidth={size[1]}\nimHeight={size[0]}\nimExt=.jpg\n",
+        encoding="utf-8",
+    )
+
+
+def _people(walkers: list, rows: dict, twins: dict, seed: int, captions: int, fps: int) -> dict:
+    """``people.json``'s ``people``: captions, attributes and ground-truth extent of each walker seen."""
+    entries = {}
+    for walker in walkers:
+        rng = np.random.default_rng([seed, 3, walker.track])
+        texts = [caption(walker.person, rng) for _ in range(captions)]
+        if walker.track in rows:
+            entries[str(walker.track)] = _people_entry(
+                walker, texts, twins.get(walker.track), rows[walker.track], fps
+            )
+    return entries
