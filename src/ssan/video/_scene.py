@@ -98,10 +98,9 @@ def plan_walkers(
 
 def street_background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """H x W x 3 uint8: sky, a row of facades with windows, a paved sidewalk with joints, texture."""
-    array = np.empty((height, width, 3), dtype=np.float32)
     skyline = int(height * rng.uniform(0.08, 0.18))
     kerb = int(height * GROUND[0]) - int(height * 0.04)
-    array[:skyline] = rng.uniform(150, 215, size=3)
+    array = np.broadcast_to(rng.uniform(150, 215, size=3), (height, width, 3)).astype(np.float32)  # sky
     x = 0
     while x < width:  # facades of varied width and colour, with a grid of windows
         w = int(rng.uniform(0.12, 0.3) * width)
