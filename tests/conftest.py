@@ -67,7 +67,7 @@ def tiny_run(prepared_synth, tiny_config, tmp_path_factory):
     from ssan.engine.trainer import Trainer
 
     run = tmp_path_factory.mktemp("run") / "tiny"
-    Trainer(tiny_config, prepared_synth, run, device="cpu").fit()
+    Trainer.from_config(tiny_config, prepared_synth, run, device="cpu").fit()
     return run
 
 

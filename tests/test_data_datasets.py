@@ -32,10 +32,9 @@ def test_train_samples_and_weak_positive_is_another_image_of_the_same_id(prepare
     data = TrainDataset(records, prepared.image_root, build_transforms(24, 12, train=True), max_length=5)
     assert len(data) == sum(len(r["tokens"]) for r in records)
     for epoch in range(3):
-        data.set_epoch(epoch)
         for index in range(len(data)):
             record, caption = data.samples[index]
-            weak_record, weak_caption = data.weak_choice(index)
+            weak_record, weak_caption = data.weak_choice(index, epoch)
             assert weak_record != record
             assert records[weak_record]["id"] == records[record]["id"]
             assert weak_caption < len(records[weak_record]["tokens"])
@@ -55,10 +54,13 @@ def test_weak_draws_are_reproducible_and_change_with_the_epoch(prepared):
     b = TrainDataset(records, prepared.image_root, build_transforms(8, 4, train=False), seed=1)
     first = [a.weak_choice(i) for i in range(len(a))]
     assert first == [b.weak_choice(i) for i in range(len(b))]
-    a.set_epoch(1)
-    assert first != [a.weak_choice(i) for i in range(len(a))]
-    b.set_epoch(1)
-    assert [a.weak_choice(i) for i in range(len(a))] == [b.weak_choice(i) for i in range(len(b))]
+    assert first != [a.weak_choice(i, 1) for i in range(len(a))]
+    assert [a.weak_choice(i, 1) for i in range(len(a))] == [b.weak_choice(i, 1) for i in range(len(b))]
+    # the sample key carries the epoch: a worker process needs no per-epoch message
+    key = a.key(2, epoch=1)
+    weak_record, weak_caption = a.weak_choice(2, 1)
+    assert a[key]["weak_tokens"].tolist() == records[weak_record]["tokens"][weak_caption][:100]
+    assert a[key]["index"] == 2 and a[2]["tokens"].tolist() == a[key]["tokens"].tolist()
 
 
 def test_weak_draw_is_uniform_over_other_captions():
@@ -68,8 +70,7 @@ def test_weak_draw_is_uniform_over_other_captions():
     data = TrainDataset(records, ".", lambda image: image)
     counts = {}
     for epoch in range(3000):
-        data.set_epoch(epoch)
-        choice = data.weak_choice(0)  # sample 0 = record 0: candidates (1,0), (1,1), (2,0)
+        choice = data.weak_choice(0, epoch)  # sample 0 = record 0: candidates (1,0), (1,1), (2,0)
         counts[choice] = counts.get(choice, 0) + 1
     assert set(counts) == {(1, 0), (1, 1), (2, 0)}
     assert all(abs(c / 3000 - 1 / 3) < 0.04 for c in counts.values())

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import run_cli
 
-FIGURES = {"R1", "R5", "R10", "mAP", "mINP"}
+FIGURES = {"R1", "R5", "R10", "mAP", "mINP", "mAP_trapezoid"}
 
 
 def demo_args(out, overrides) -> list:
@@ -32,7 +32,13 @@ def test_demo_runs_end_to_end_resumes_and_refuses_other_settings(tmp_path, tiny_
         assert all(0.0 <= value <= 100.0 for value in metrics[term].values())
     assert metrics["num_gallery"] == 16  # 4 test identities x 4 images
     table = stdout.split("\n")
-    assert any(line.split()[:1] == ["sum"] and len(line.split()) == 6 for line in table), stdout
+    assert any(line.split()[:1] == ["sum"] and len(line.split()) == 7 for line in table), stdout
+    protocol = metrics["reference_protocol"]
+    assert protocol["split"] == "test" and protocol["term"] in ("global", "parts", "relation", "sum")
+    assert protocol["R1"] >= max(metrics[t]["R1"] for t in ("global", "parts", "relation", "sum")) - 1e-9
+    assert set(metrics["ceiling"]) == {"R1", "R5", "R10", "mAP"}
+    assert metrics["ceiling"]["R1"] >= metrics["sum"]["R1"]
+    assert "ceiling of the test captions" in stdout and "reference protocol" in stdout
     for name in ("retrieval.png", "training_curves.png", "run/checkpoints/last.pt"):
         assert (out / name).stat().st_size > 0, name
 

@@ -14,7 +14,8 @@ import torch
 from ssan.cli import main
 from ssan.config import Config, apply_overrides, load_config
 from ssan.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
-from ssan.engine.sampler import EpochSampler
+from ssan.engine.hooks import Hook
+from ssan.engine.sampler import GlobalBatchSampler
 from ssan.engine.trainer import Trainer
 from ssan.errors import CheckpointError, ConfigError
 
@@ -45,18 +46,31 @@ def test_overrides_are_typed_and_validated():
 
 # ----------------------------------------------------------------- sampler
 def test_sampler_is_a_function_of_epoch_and_resumes_at_a_step():
-    sampler = EpochSampler(50, batch_size=4, seed=3)
+    sampler = GlobalBatchSampler(50, batch_size=4, seed=3)
+    assert sampler.steps_per_epoch() == 12  # the incomplete last batch is dropped
     sampler.set_epoch(2)
     full = list(sampler)
+    assert len(full) == 48 and all(key // 50 == 2 for key in full)  # keys carry the epoch
+    assert len({key % 50 for key in full}) == 48
     sampler.set_epoch(2, start_step=3)
     assert list(sampler) == full[12:]
+    sampler.set_epoch(2, start_step=3, stop_step=5)
+    assert list(sampler) == full[12:20] and len(sampler) == 8
     sampler.set_epoch(3)
-    assert list(sampler) != full
-    shards = [EpochSampler(50, 4, seed=3, rank=r, world_size=2) for r in (0, 1)]
-    for shard in shards:
-        shard.set_epoch(2)
-    union = set(shards[0]) | set(shards[1])
-    assert union == set(range(50)) and len(list(shards[0])) == 25
+    assert [k % 50 for k in sampler] != [k % 50 for k in full]
+
+
+def test_shards_of_a_global_batch_concatenate_to_the_single_process_batch():
+    single = GlobalBatchSampler(50, batch_size=8, seed=3)
+    shards = [GlobalBatchSampler(50, batch_size=8, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for sampler in (single, *shards):
+        sampler.set_epoch(1)
+    alone, parts = list(single), [list(s) for s in shards]
+    assert all(len(p) == len(alone) // 2 for p in parts)
+    for step in range(single.steps_per_epoch()):
+        assert alone[8 * step:8 * step + 8] == parts[0][4 * step:4 * step + 4] + parts[1][4 * step:4 * step + 4]
+    with pytest.raises(ConfigError, match="does not divide among 3 processes"):
+        GlobalBatchSampler(50, batch_size=8, rank=0, world_size=3)
 
 
 # ------------------------------------------------------------- checkpoints
@@ -125,18 +139,35 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert ra["selection"] == rb["selection"]
 
 
+class Interrupted(Exception):
+    pass
+
+
+class StopAfter(Hook):
+    """Raises after ``steps`` optimisation steps, as a killed process would stop."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.done = steps, 0
+
+    def after_step(self, trainer, epoch, step, losses):
+        self.done += 1
+        if self.done >= self.steps:
+            raise Interrupted
+
+
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_uninterrupted(prepared_synth, tiny_run, tiny_overrides, tmp_path):
     config = load_config("synth", tiny_overrides + ["train.checkpoint_every=2"])
     # stop after 3 steps: the latest checkpoint is mid-epoch (step 2 of epoch 1)
     interrupted = tmp_path / "interrupted"
-    assert Trainer(config, prepared_synth, interrupted, device="cpu", stop_after_steps=3).fit()["stopped"]
+    with pytest.raises(Interrupted):
+        Trainer.from_config(config, prepared_synth, interrupted, device="cpu", hooks=[StopAfter(3)]).fit()
     assert load_checkpoint(interrupted / "checkpoints" / "last.pt")["step_in_epoch"] == 2
-    Trainer(config, prepared_synth, interrupted, device="cpu", resume=True).fit()
+    Trainer.from_config(config, prepared_synth, interrupted, device="cpu", resume=True).fit()
     _assert_same_run(tiny_run, interrupted)
     rows = (interrupted / "metrics.jsonl").read_text().splitlines()
     reference = (tiny_run / "metrics.jsonl").read_text().splitlines()
-    strip = ("time_s", "pairs_per_s")
+    strip = ("time_s", "pairs_per_s", "steps")
     assert [{k: v for k, v in json.loads(r).items() if k not in strip} for r in rows] == [
         {k: v for k, v in json.loads(r).items() if k not in strip} for r in reference
     ]
@@ -144,13 +175,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(prepared_synth, tiny_r
 
 def test_resume_without_checkpoint_is_a_clear_error(prepared_synth, tiny_config, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        Trainer(tiny_config, prepared_synth, tmp_path / "none", device="cpu", resume=True).fit()
+        Trainer.from_config(tiny_config, prepared_synth, tmp_path / "none", device="cpu", resume=True).fit()
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(prepared_synth, tiny_overrides, tmp_path):
     config = load_config("synth", tiny_overrides + ["optim.epochs=2"])
     run = tmp_path / "nan"
-    trainer = Trainer(config, prepared_synth, run, device="cpu")
+    trainer = Trainer.from_config(config, prepared_synth, run, device="cpu")
     original = trainer.criterion.forward
     calls = {"n": 0}
     steps_per_epoch = trainer.sampler.steps_per_epoch()

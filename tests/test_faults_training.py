@@ -5,7 +5,7 @@ One run is killed at eight moments, each a different state of the trainer, and r
 
 1. early in epoch 1, before any checkpoint exists (``--resume`` then says "no checkpoint": start over);
 2. mid-epoch 1, after the step-2 checkpoint;
-3. during a checkpoint write (``SSAN_FAULT_PAUSE``: the writer stops with half the bytes written);
+3. during a checkpoint write (the writer stops with half the bytes written);
 4. during the evaluation that ends epoch 1 (after the gallery was encoded);
 5. right after epoch 1 ended (its checkpoint written, before the first step of epoch 2);
 6. late in epoch 2, after its step-4 checkpoint;
@@ -16,10 +16,12 @@ Every time: the latest checkpoint loads; a killed write leaves ``last.pt`` byte-
 temporary may remain and must not disturb the next resume). At the end the weights (``torch.equal``
 per tensor), the ``results.json`` test figures and the metric rows equal an uninterrupted run's.
 
-Kills 1, 2, 4, 5, 6 and 8 use a small wrapper that runs ``python -m ssan`` unchanged with one hook
-that writes a marker file and sleeps at the chosen moment (``Trainer._train_step`` at an
-(epoch, step), or inside ``encode_queries`` during evaluation); the test SIGKILLs the process as soon
-as the marker appears. Kills 3 and 7 run plain ``python -m ssan train`` with the environment hook.
+Every kill runs ``python -m ssan`` unchanged through a small wrapper (test code, nothing in the
+package): kills 1, 2, 4, 5, 6 and 8 add one trainer hook (through ``Trainer.from_config``) that writes
+a marker file and sleeps at the chosen moment (before an (epoch, step), or inside the evaluation of a
+split after its gallery was encoded), once the checkpoints written so far are on disk; kills 3 and
+7 replace ``torch.save`` so that a checkpoint write stops with half its bytes in the temporary file.
+The test SIGKILLs the process as soon as the marker or the half-written temporary appears.
 """
 
 from __future__ import annotations
@@ -44,47 +46,63 @@ pytestmark = pytest.mark.slow
 EXTRA = ["train.checkpoint_every=2", "train.max_steps_per_epoch=6"]
 WAIT_S = 240  # longest wait for one moment to be reached (a loaded 2-core CI machine)
 
-# Runs `python -m ssan ARGS` with one hook: FAULT_AT="step:E,S" holds before optimisation step S of
-# epoch E (0-based); "eval:SPLIT,E" holds inside the evaluation of SPLIT after E completed epochs.
+# Runs `python -m ssan ARGS`. FAULT_AT="step:E,S" holds before optimisation step S of epoch E
+# (0-based); "eval:SPLIT,E" holds inside an evaluation of SPLIT while E epochs are recorded (an epoch's
+# row is recorded after its evaluations: "val,0" is the end of epoch 1, "test,2" the final test of a
+# 2-epoch run), once the gallery is encoded; "write" stops every checkpoint write half-way.
 HOOK = r"""
 import os, runpy, sys, time
 where = os.environ["FAULT_AT"]
-marker = os.environ["FAULT_MARKER"]
+marker = os.environ.get("FAULT_MARKER", "")
+kind, _, spec = where.partition(":")
 
-def hold():
+def hold(trainer):
+    trainer.writer.wait()  # the checkpoints written so far are complete on disk
     with open(marker, "w") as handle:
         handle.write(where)
     time.sleep(3600)  # the test kills the process here
 
-kind, _, spec = where.partition(":")
-from ssan.engine import trainer as _trainer
-if kind == "step":
-    wanted = tuple(int(x) for x in spec.split(","))
-    original_step = _trainer.Trainer._train_step
+if kind == "write":
+    import io, torch
+    original_save = torch.save
 
-    def _train_step(self, batch, epoch, step):
-        if (epoch, step) == wanted:
-            hold()
-        return original_step(self, batch, epoch, step)
+    def half_save(obj, handle, *args, **kwargs):
+        buffer = io.BytesIO()
+        original_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        os.fsync(handle.fileno())
+        time.sleep(3600)
 
-    _trainer.Trainer._train_step = _train_step
-elif kind == "eval":
-    split, epochs = spec.split(",")
-    import ssan.evaluation.retrieval as _retrieval
-    original_evaluate, original_queries = _trainer.Trainer._evaluate, _retrieval.encode_queries
+    torch.save = half_save
+else:
+    from ssan.engine import trainer as _trainer
+    from ssan.engine.hooks import Hook
+    import ssan.evaluation.evaluator as _evaluator
     current = {}
 
-    def _evaluate(self, split_name, model=None):
-        current["at"] = (split_name, self.epoch)
-        return original_evaluate(self, split_name, model)
+    class Hold(Hook):
+        def before_step(self, trainer, epoch, step):
+            if kind == "step" and (epoch, step) == tuple(int(x) for x in spec.split(",")):
+                hold(trainer)
 
-    def encode_queries(*args, **kwargs):
-        if current.get("at") == (split, int(epochs)):
-            hold()
-        return original_queries(*args, **kwargs)
+        def before_evaluation(self, trainer, split):
+            current.update(at=(split, len(trainer.history)), trainer=trainer)
 
-    _trainer.Trainer._evaluate = _evaluate
-    _retrieval.encode_queries = encode_queries
+    original_encode, original_from_config = _evaluator.encode_loader, _trainer.Trainer.from_config.__func__
+
+    def encode_loader(model, loader, desc, *args, **kwargs):
+        split, epochs = spec.split(",") if kind == "eval" else ("", "-1")
+        if desc == "queries" and current.get("at") == (split, int(epochs)):
+            hold(current["trainer"])
+        return original_encode(model, loader, desc, *args, **kwargs)
+
+    def from_config(cls, *args, hooks=(), **kwargs):
+        return original_from_config(cls, *args, hooks=[*hooks, Hold()], **kwargs)
+
+    _evaluator.encode_loader = encode_loader
+    _trainer.Trainer.from_config = classmethod(from_config)
 sys.argv = ["ssan"] + sys.argv[1:]
 runpy.run_module("ssan", run_name="__main__", alter_sys=True)
 """
@@ -129,7 +147,7 @@ class Run:
             found[:] = [p for p in self.last.parent.glob(".*.pt.*.tmp") if p not in before and p.stat().st_size > 0]
             return bool(found)
 
-        proc = self._start(resume, {"SSAN_FAULT_PAUSE": "checkpoint-write:3600"}, hook=False)
+        proc = self._start(resume, {"FAULT_AT": "write"}, hook=True)
         self._wait_then_kill(proc, writing, "checkpoint write")
         return found[0]
 
@@ -173,7 +191,7 @@ def assert_same_run(reference: Path, resumed: Path) -> None:
 
     def rows(run: Path) -> list:
         lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(r).items() if k not in ("time_s", "pairs_per_s")} for r in lines]
+        return [{k: v for k, v in json.loads(r).items() if k not in ("time_s", "pairs_per_s", "steps")} for r in lines]
 
     assert rows(reference) == rows(resumed)
 
@@ -214,7 +232,7 @@ def test_killed_at_eight_moments_resumes_to_the_same_run(reference, prepared_syn
 
     # 4. during the evaluation ending epoch 1 (the leftover temporary is still there)
     assert temporary.exists()
-    run.kill_at("eval:val,1", resume=True)
+    run.kill_at("eval:val,0", resume=True)
     assert position(run.last) == (0, 4)
     moments += 1
 

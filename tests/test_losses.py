@@ -6,12 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssan.errors import ConfigError
 from ssan.losses import (
+    LOSS_TERMS,
     IdentityLoss,
+    LossContext,
+    LossTerm,
     SSANCriterion,
+    StepInputs,
     bidirectional_hinge,
     compound_ranking_loss,
     multi_positive_info_nce,
+    register_loss_term,
     semi_hard_hinge,
     weak_margins,
 )
@@ -164,12 +170,16 @@ def batch_features(model: SSAN, batch: int = 6, seed: int = 0) -> tuple:
     return out, torch.tensor([0, 1, 2, 0, 1, 2])[:batch]
 
 
+def criterion_for(parts: bool = True, **fields) -> SSANCriterion:
+    return SSANCriterion(LossContext(num_classes=3, num_parts=4, embed_dim=16, parts=parts), **fields)
+
+
 def test_every_trainable_parameter_receives_a_gradient():
     torch.manual_seed(0)
     model = SSAN(30, **SMALL).train()
-    criterion = SSANCriterion(num_classes=3, num_parts=4, embed_dim=16, contrastive_weight=0.5)
+    criterion = criterion_for(terms={"id": 1.0, "cr": 1.0, "nce": 0.5})
     out, labels = batch_features(model)
-    terms = criterion(out["image"], out["text"], out["weak_text"], labels, epoch=0)
+    terms = criterion(out, {"label": labels}, StepInputs(epoch=0))
     terms["total"].backward()
     params = list(model.named_parameters()) + list(criterion.named_parameters())
     missing = [name for name, p in params if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
@@ -179,27 +189,65 @@ def test_every_trainable_parameter_receives_a_gradient():
 def test_criterion_terms_and_weights():
     torch.manual_seed(0)
     model = SSAN(30, **SMALL)
-    criterion = SSANCriterion(num_classes=3, num_parts=4, embed_dim=16, part_weight=0.5, id_weight=2.0)
+    criterion = criterion_for(part_weight=0.5, terms={"id": 2.0, "cr": 1.0})
     out, labels = batch_features(model)
-    gen = torch.Generator().manual_seed(1)
-    terms = criterion(out["image"], out["text"], out["weak_text"], labels, epoch=6, generator=gen)
+    terms = criterion(out, {"label": labels}, StepInputs(epoch=6, generator=torch.Generator().manual_seed(1)))
     assert set(terms) == {"total", "id_global", "cr_global", "id_parts", "cr_parts", "id_relation", "cr_relation"}
     expected = (2.0 * (terms["id_global"] + 0.5 * (terms["id_parts"] + terms["id_relation"]))
                 + terms["cr_global"] + 0.5 * (terms["cr_parts"] + terms["cr_relation"]))
     torch.testing.assert_close(terms["total"], expected)
-    again = criterion(out["image"], out["text"], out["weak_text"], labels, 6, torch.Generator().manual_seed(1))
+    again = criterion(out, {"label": labels}, StepInputs(epoch=6, generator=torch.Generator().manual_seed(1)))
     torch.testing.assert_close(again["total"], terms["total"])
-    with_nce = SSANCriterion(3, 4, 16, contrastive_weight=1.0)(out["image"], out["text"], out["weak_text"], labels, 0)
+    with_nce = criterion_for(terms={"id": 1.0, "cr": 1.0, "nce": 1.0})(out, {"label": labels})
     assert {"nce_global", "nce_parts", "nce_relation"} <= set(with_nce)
 
 
 def test_global_only_criterion_trains_the_ablation():
     torch.manual_seed(0)
     model = SSAN(30, **{**SMALL, "parts": False})
-    criterion = SSANCriterion(num_classes=3, num_parts=4, embed_dim=16, parts=False)
+    criterion = criterion_for(parts=False)
     assert len(list(criterion.parameters())) == 2
     out, labels = batch_features(model)
-    terms = criterion(out["image"], out["text"], out["weak_text"], labels, epoch=0)
+    terms = criterion(out, {"label": labels}, StepInputs(epoch=0))
     assert set(terms) == {"total", "id_global", "cr_global"}
     terms["total"].backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+class PlainTriplet(LossTerm):
+    """A term written from user code: image-to-text triplet with the hardest negative."""
+
+    def __init__(self, context, margin=0.3):
+        super().__init__(context)
+        self.margin = margin
+
+    def forward(self, outputs, batch, step):
+        from ssan.losses import cosine_matrix
+
+        sim = cosine_matrix(outputs["image"]["global"], outputs["text"]["global"])
+        labels = batch["label"]
+        negatives = sim.masked_fill(labels[:, None] == labels[None, :], -2.0).amax(dim=1)
+        return {"global": (self.margin - sim.diagonal() + negatives).clamp_min(0).mean()}
+
+
+def test_a_registered_term_is_one_class_plus_one_line_of_config():
+    register_loss_term("plain-triplet")(PlainTriplet)
+    try:
+        torch.manual_seed(0)
+        out, labels = batch_features(SSAN(30, **SMALL))
+        criterion = criterion_for(terms={"id": 1.0, "cr": 1.0, "plain-triplet": 2.0},
+                                  options={"plain-triplet": {"margin": 0.5}})
+        terms = criterion(out, {"label": labels})
+        assert criterion.terms["plain-triplet"].margin == 0.5 and "plain-triplet_global" in terms
+        method = sum(w * (terms[f"{t}_global"] + 0.5 * (terms[f"{t}_parts"] + terms[f"{t}_relation"]))
+                     for t, w in (("id", 1.0), ("cr", 1.0)))
+        torch.testing.assert_close(terms["total"], method + 2.0 * terms["plain-triplet_global"])
+        with pytest.raises(ConfigError, match="unexpected keyword"):
+            criterion_for(terms={"plain-triplet": 1.0}, options={"plain-triplet": {"margn": 0.5}})
+    finally:
+        LOSS_TERMS.unregister("plain-triplet")
+    with pytest.raises(ConfigError, match="unknown loss term 'plain-triplet'; valid: ") as info:
+        criterion_for(terms={"plain-triplet": 1.0})
+    assert sorted(str(info.value).split("valid: ")[1].split(", ")) == ["cr", "id", "nce"]
+    with pytest.raises(ConfigError, match="not in loss.terms"):
+        criterion_for(options={"nce": {"temperature": 0.1}})

@@ -152,9 +152,11 @@ def test_batched_wam_equals_per_sample_loop():
     assert attention.shape == (4, 5, 4) and (attention[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("block_elements", [1, 40, 1 << 22])
-def test_blocked_word_max_matches_the_dense_formulation(monkeypatch, block_elements):
-    monkeypatch.setattr(word_max_module, "_BLOCK_ELEMENTS", block_elements)
+def test_blocked_word_max_matches_the_dense_formulation(monkeypatch, block_elements, deterministic):
+    monkeypatch.setattr(word_max_module, "_CPU_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: deterministic)
     torch.manual_seed(5)
     lengths = torch.tensor([6, 2, 4])
     mask = torch.arange(6)[None, :] < lengths[:, None]

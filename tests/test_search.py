@@ -142,7 +142,7 @@ def trained_checkpoint(prepared_synth, tmp_path_factory):
                  "model.word_dim=16", "model.hidden_dim=32", "model.cnn_width=8", "optim.epochs=10",
                  "optim.milestones=[100]", "optim.lr=3e-3", "optim.backbone_lr=3e-3", "train.eval_every=10"]
     run = tmp_path_factory.mktemp("trained") / "run"
-    Trainer(load_config("synth", overrides), prepared_synth, run, device="cpu").fit()
+    Trainer.from_config(load_config("synth", overrides), prepared_synth, run, device="cpu").fit()
     return run / "checkpoints" / "last.pt"
 
 

@@ -29,10 +29,10 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class DataConfig:
     height: int = 384  # input image height (pixels)
     width: int = 128  # input image width (pixels)
-    max_length: int = 100  # captions are truncated to this many tokens
-    batch_size: int = 64  # training batch size (per process under DDP)
+    max_length: int = 100  # captions are truncated to this many tokens (training, evaluation and search)
+    batch_size: int = 64  # the global training batch: under DDP each of W processes takes batch_size / W
     eval_batch_size: int = 128  # batch size used to encode galleries and queries
-    num_workers: int = 2  # DataLoader worker processes
+    num_workers: int = 2  # DataLoader worker processes (kept alive across epochs)
     flip: bool = True  # random horizontal flip during training
 
 
@@ -52,16 +52,22 @@ class ModelConfig:
     relation_norm: str = "per_part"  # relation-module BatchNorm: per_part (the reference) | shared (trains at batch 1)
 
 
+def _default_terms() -> dict:
+    return {"id": 1.0, "cr": 1.0}
+
+
 @dataclass
 class LossConfig:
-    margin: float = 0.2  # alpha, compound ranking margin
-    beta: float = 0.1  # weight of the weak-positive term
-    weak_warmup_epochs: int = 5  # epochs using the fixed weak margin alpha/2
-    weak_skip: float = 0.16  # anchors whose adaptive weak margin is below this are skipped
-    part_weight: float = 0.5  # weight of the part and relation terms
-    id_weight: float = 1.0  # weight of the identity losses
-    contrastive_weight: float = 0.0  # extension: InfoNCE over the batch, both directions (0 = off)
-    temperature: float = 0.05  # InfoNCE temperature
+    """The objective (``ssan.losses.SSANCriterion`` takes it whole)."""
+
+    terms: dict = field(default_factory=_default_terms)  # registered loss term -> weight: id, cr (the method), nce
+    margin: float = 0.2  # cr: alpha, compound ranking margin
+    beta: float = 0.1  # cr: weight of the weak-positive term
+    weak_warmup_epochs: int = 5  # cr: epochs using the fixed weak margin alpha/2
+    weak_skip: float = 0.16  # cr: anchors whose adaptive weak margin is below this are skipped
+    temperature: float = 0.05  # nce: InfoNCE temperature
+    part_weight: float = 0.5  # weight of the part and relation features in every term
+    options: dict = field(default_factory=dict)  # term name -> its constructor options (terms added from user code)
 
 
 @dataclass
@@ -75,18 +81,30 @@ class OptimConfig:
     gamma: float = 0.1
 
 
+SELECT_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+SELECT_TERMS = ("sum", "global", "parts", "relation")
+AMP_DTYPES = ("auto", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
-    amp: bool = False  # mixed precision (CUDA only)
+    amp: bool = False  # mixed precision (autocast) on the training device
+    amp_dtype: str = "auto"  # auto (bf16 where the device supports it, else fp16) | bf16 | fp16 (with a GradScaler)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     select_split: str = "auto"  # split used to pick the best checkpoint: auto (val if present, else test) | val | test
-    select_metric: str = "R1"
-    select_term: str = "sum"
+    select_metric: str = "R1"  # R1 | R5 | R10 | mAP | mINP
+    select_term: str = "sum"  # sum | global | parts | relation
+    test_every_epoch: bool = False  # also evaluate the test split at every evaluation (the reference's protocol)
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 caps each epoch (benchmarks, smoke runs)
-    log_every: int = 10  # steps between progress-bar updates of the loss terms
+    log_every: int = 10  # steps between reads of the loss values (progress bar); 1 read per log_every steps
     cpu_threads: int = 0  # torch threads when training on the CPU (0 = torch's default)
     checkpoint_every: int = 0  # also save `last` every N steps inside an epoch (0 = at epoch ends only)
+    sync_bn: bool = False  # under DDP: BatchNorm statistics over the global batch (backbone and relation)
+    deterministic: bool = False  # deterministic algorithms on CUDA (exact resume there too; slower)
+    channels_last: bool = False  # channels-last memory format for the image branch (CUDA convolutions)
+    cudnn_benchmark: bool = True  # let cuDNN pick its fastest convolution algorithms (off when deterministic)
+    tf32: bool = False  # TF32 matrix multiplications on Ampere and newer GPUs (faster, 10-bit mantissa)
 
 
 @dataclass
@@ -104,12 +122,48 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict) -> Config:
         config = cls()
-        for section, values in (data or {}).items():
+        for section, values in _migrate(data or {}).items():
             if not isinstance(values, dict):
                 raise ConfigError(f"section {section!r} must be a mapping, got {type(values).__name__}")
             for key, value in values.items():
                 _assign(config, section, key, value)
-        return config
+        return config.validate()
+
+    def validate(self) -> Config:
+        """Check the settings that only make sense as one of a few names; returns ``self``."""
+        train = self.train
+        _one_of("train.select_metric", train.select_metric, SELECT_METRICS)
+        _one_of("train.select_term", train.select_term, SELECT_TERMS)
+        _one_of("train.select_split", train.select_split, ("auto", "val", "test"))
+        _one_of("train.amp_dtype", train.amp_dtype, AMP_DTYPES)
+        _one_of("model.relation_norm", self.model.relation_norm, ("per_part", "shared"))
+        if self.data.batch_size < 1 or self.data.eval_batch_size < 1:
+            raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
+        for name, weight in self.loss.terms.items():
+            if not isinstance(name, str) or isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ConfigError(f"loss.terms must map term names to numbers, got {name!r}: {weight!r}")
+        if not all(isinstance(v, dict) for v in self.loss.options.values()):
+            raise ConfigError("loss.options must map term names to mappings of options")
+        return self
+
+
+def _migrate(data: dict) -> dict:
+    """Configs written by ssan 0.1 (checkpoints, run folders): its loss weights become ``loss.terms``."""
+    loss = data.get("loss")
+    if not isinstance(loss, dict) or not ({"id_weight", "contrastive_weight"} & set(loss)):
+        return data
+    loss = dict(loss)
+    terms = dict(loss.get("terms") or _default_terms())
+    terms["id"] = loss.pop("id_weight", terms.get("id", 1.0))
+    nce = loss.pop("contrastive_weight", 0.0)
+    if nce:
+        terms["nce"] = nce
+    return {**data, "loss": {**loss, "terms": terms}}
+
+
+def _one_of(where: str, value, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(valid)}")
 
 
 def _plain(value: Any) -> Any:
@@ -162,6 +216,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     return value
 
 
@@ -189,7 +247,11 @@ def list_presets() -> list:
 
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    """Apply ``section.key=value`` strings; values are parsed as YAML (``1e-3``, ``[10, 20]``, ``false``)."""
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``1e-3``, ``[10, 20]``, ``false``).
+
+    A mapping setting takes a whole mapping (``loss.terms={id: 1, cr: 1, nce: 1}``) or one entry
+    (``loss.terms.nce=1.0``).
+    """
     for item in overrides or ():
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -199,8 +261,14 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: cannot parse value ({exc.__class__.__name__})") from None
+        key, _, entry = key.partition(".")
+        if entry:
+            current = getattr(_section(config, section), key, None) if key else None
+            if not isinstance(current, dict):
+                raise ConfigError(f"override {item!r}: {section}.{key} is not a mapping setting")
+            value = {**current, entry: value}
         _assign(config, section, key, value)
-    return config
+    return config.validate()
 
 
 def load_config(preset: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Config:

@@ -6,7 +6,8 @@ on the test split, and write under the output folder::
     synth/                 the generated dataset (CUHK-PEDES layout)
     prepared/              its prepared form
     run/                   the training run (checkpoints, metrics.jsonl, config.yaml, results.json)
-    metrics.json           final test figures per term (global, parts, relation, sum)
+    metrics.json           final test figures per term (global, parts, relation, sum), the
+                           reference's protocol figure and the captions' ceiling
     retrieval.png          8 test queries with their top-10 images (green: match, red: not)
     training_curves.png    loss terms and validation figures per epoch
 
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
+
+from ssan._files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +72,36 @@ def run_demo(
     config = load_config("synth", [f"train.seed={seed}", *overrides])
     resume = (run_dir / "checkpoints" / "last.pt").exists()
     log.info("training (%s)", "resuming" if resume else "synth preset")
-    trainer = Trainer(config, prepared_dir, run_dir, device=device, resume=resume)
+    trainer = Trainer.from_config(config, prepared_dir, run_dir, device=device, resume=resume)
     results = trainer.fit()
     timings["train_and_evaluate_s"] = time.perf_counter() - started - timings["generate_s"] - timings["prepare_s"]
 
     metrics = demo_metrics(results["test_last"])
     metrics["model"] = f"last epoch ({results['epochs']})"
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    metrics["reference_protocol"] = results.get("reference_protocol")
+    metrics["ceiling"] = demo_ceiling(synth_dir, trainer.prepared)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     paths = {"metrics": out / "metrics.json", "run": run_dir}
     if draw:
-        paths.update(_pictures(trainer, out))
+        paths.update(_pictures(trainer, out, metrics["ceiling"]))
     timings["total_s"] = time.perf_counter() - started
     return {"metrics": metrics, "results": results, "timings": timings, "paths": paths}
+
+
+def demo_ceiling(synth_dir: Path, prepared, split: str = "test") -> Optional[dict]:
+    """The best figures the test captions allow (:func:`ssan.data.synth_ceiling.caption_ceiling`).
+
+    None, with a warning, for a set generated before the generator wrote its ground truth.
+    """
+    from ssan.data.synth_ceiling import caption_ceiling
+    from ssan.errors import DataError
+
+    try:
+        figures = caption_ceiling(synth_dir, prepared, split)
+    except DataError as exc:
+        log.warning("no ceiling: %s", exc)
+        return None
+    return {name: figures[name] for name in ("R1", "R5", "R10", "mAP")}
 
 
 def _can_draw() -> bool:
@@ -115,11 +136,11 @@ def demo_metrics(test: dict) -> dict:
     return metrics
 
 
-def _pictures(trainer, out: Path) -> dict:
+def _pictures(trainer, out: Path, ceiling: Optional[dict]) -> dict:
     """The retrieval sheet (first test queries of distinct identities) and the training curves."""
     from ssan.viz import retrieval_sheet, training_curves
 
-    paths = {"curves": training_curves(trainer.history, out / "training_curves.png")}
+    paths = {"curves": training_curves(trainer.history, out / "training_curves.png", ceiling=ceiling)}
     sheet = retrieval_rows(trainer.model, trainer.prepared, trainer.config, trainer.device)
     paths["sheet"] = retrieval_sheet(sheet, out / "retrieval.png", top_k=10)
     return paths

@@ -21,6 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="then search a synthetic street video with the demo model (see ssan.video.demo)")
 
 
+def _print_protocol_and_ceiling(metrics: dict) -> None:
+    protocol, ceiling = metrics.get("reference_protocol"), metrics.get("ceiling")
+    if protocol:
+        print(f"reference protocol (max test R1 over epochs and terms, optimistic): R1 {protocol['R1']:.2f} "
+              f"(epoch {protocol['epoch']}, {protocol['term']})")
+    if ceiling:
+        sum_r1 = metrics["sum"]["R1"]
+        print(f"ceiling of the test captions (an oracle knowing every attribute): R1 {ceiling['R1']:.2f} "
+              f"R5 {ceiling['R5']:.2f} R10 {ceiling['R10']:.2f} mAP {ceiling['mAP']:.2f}; "
+              f"this model's sum-term R1 {sum_r1:.2f} is {ceiling['R1'] - sum_r1:.2f} below it")
+
+
 def _run_footage(args: argparse.Namespace) -> int:
     from ssan.video.demo import run_footage_demo
 
@@ -49,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         label = result["results"]["test_selected_label"]
         print(f"sum-term figures of the {label}: "
               + ", ".join(f"{k} {v:.2f}" for k, v in selected["t2i"]["sum"].items()))
+    _print_protocol_and_ceiling(result["metrics"])
     t = result["timings"]
     print(f"time: generate {t['generate_s']:.0f}s, prepare {t['prepare_s']:.0f}s, "
           f"train + evaluate {t['train_and_evaluate_s']:.0f}s, total {t['total_s']:.0f}s")

@@ -18,22 +18,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssan import distributed
     from ssan.config import load_config
-    from ssan.engine import distributed
     from ssan.engine.trainer import Trainer
-    from ssan.evaluation import format_metrics_table
 
     config = load_config(args.config, args.overrides)
+    info = distributed.init_distributed(args.device)  # the entry point joins the process group
     try:
-        trainer = Trainer(config, args.data, args.output, device=args.device, resume=args.resume)
-        results = trainer.fit()
-        if trainer.dist.is_main and results.get("test_last"):
-            print("test figures, last epoch:")
-            print(format_metrics_table(results["test_last"]))
-            if results.get("test_selected"):
-                print(f"test figures, {results['test_selected_label']}:")
-                print(format_metrics_table(results["test_selected"]))
-            print(f"run directory: {args.output}")
+        results = Trainer.from_config(config, args.data, args.output, device=args.device, resume=args.resume).fit()
+        if info.is_main and results.get("test_last"):
+            print_results(results, args.output)
     finally:
         distributed.cleanup()
     return 0
+
+
+def print_results(results: dict, output) -> None:
+    """The final test tables and the reference's protocol figure, labelled."""
+    from ssan.evaluation import format_metrics_table
+
+    print("test figures, last epoch:")
+    print(format_metrics_table(results["test_last"]))
+    if results.get("test_selected"):
+        print(f"test figures, {results['test_selected_label']}:")
+        print(format_metrics_table(results["test_selected"]))
+    protocol = results.get("reference_protocol")
+    if protocol:
+        print(f"reference protocol (max test R1 over epochs and terms; optimistic): R1 {protocol['R1']:.2f} "
+              f"R5 {protocol['R5']:.2f} R10 {protocol['R10']:.2f} mAP {protocol['mAP']:.2f} "
+              f"(epoch {protocol['epoch']}, {protocol['term']})")
+    print(f"run directory: {output}")

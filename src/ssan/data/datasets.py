@@ -4,9 +4,9 @@ Records are the dicts of a prepared split (``{"image", "id", "label", "captions"
 
 - :class:`TrainDataset`: one sample per (image, caption) pair, with a weak-positive caption
   drawn uniformly from the captions of the *other* images of the same identity. The draw uses a
-  generator seeded from ``(seed, epoch, index)``: call :meth:`TrainDataset.set_epoch` before
-  each epoch (with non-persistent DataLoader workers, the default) and the draws are the same
-  whatever the number of workers, and again after a resume.
+  generator seeded from ``(seed, epoch, index)``, and the epoch travels in the sample key
+  (``key = epoch * len(dataset) + index``, see :meth:`TrainDataset.key`), so the draws are the
+  same whatever the number of workers, with persistent worker processes, and after a resume.
 - :class:`GalleryDataset`: one sample per image. :class:`QueryDataset`: one per caption.
 - :func:`collate_batch`: stacks images, pads token lists with 0 (to the longest in the batch)
   and adds ``lengths`` / ``weak_lengths`` (CPU long tensors).
@@ -44,10 +44,12 @@ class TrainDataset(Dataset):
     Args:
         records: prepared train records (``label`` must be set).
         image_root: folder the ``image`` paths are relative to.
-        transform: PIL image -> 3 x H x W tensor (see :func:`ssan.data.build_transforms`).
+        transform: PIL image -> 3 x H x W tensor (see :func:`ssan.data.build_transforms`; the
+            trainer uses its ``uint8`` form and normalises on the device).
         max_length: captions are truncated to this many tokens.
         seed: seed of the weak-positive draws.
-    Sample: ``image`` 3xHxW, ``tokens`` (T,) long, ``weak_tokens`` (T',) long, ``label``, ``id``, ``index``.
+    Sample: ``image`` 3xHxW, ``tokens`` (T,) long, ``weak_tokens`` (T',) long, ``label``, ``id``,
+    ``index`` (the pair index, without the epoch).
     """
 
     def __init__(self, records: Sequence[dict], image_root: Union[str, Path], transform: Transform,
@@ -57,7 +59,6 @@ class TrainDataset(Dataset):
         self.transform = transform
         self.max_length = max_length
         self.seed = seed
-        self.epoch = 0
         _check_tokens(self.records)
         self.samples: List[Tuple[int, int]] = [(r, c) for r, rec in enumerate(self.records)
                                                for c in range(len(rec["tokens"]))]
@@ -83,25 +84,27 @@ class TrainDataset(Dataset):
                 start += count
         return pools
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the weak-positive draws of ``epoch``."""
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.samples)
 
-    def weak_choice(self, index: int) -> Tuple[int, int]:
-        """(record, caption) of sample ``index``'s weak positive in the current epoch."""
+    def key(self, index: int, epoch: int) -> int:
+        """The sample key of pair ``index`` in ``epoch`` (what the training sampler yields)."""
+        return int(epoch) * len(self.samples) + int(index)
+
+    def weak_choice(self, index: int, epoch: int = 0) -> Tuple[int, int]:
+        """(record, caption) of pair ``index``'s weak positive in ``epoch``."""
         record, _ = self.samples[index]
         pool, start, count = self._pools[record]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         j = int(rng.integers(len(pool) - count))
         return pool[j + count if j >= start else j]
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int) -> dict:
+        """Sample ``key`` (:meth:`key`; a plain pair index means epoch 0)."""
+        epoch, index = divmod(int(key), len(self.samples))
         r, c = self.samples[index]
         record = self.records[r]
-        weak_r, weak_c = self.weak_choice(index)
+        weak_r, weak_c = self.weak_choice(index, epoch)
         return {
             "image": self.transform(load_rgb(self.image_root / record["image"])),
             "tokens": _tokens(record["tokens"][c], self.max_length),
@@ -184,8 +187,12 @@ def collate_batch(samples: Sequence[dict]) -> Dict[str, torch.Tensor]:
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, num_workers: int = 0,
                 drop_last: bool = False, sampler=None, generator: Optional[torch.Generator] = None,
-                pin_memory: bool = False) -> DataLoader:
-    """A DataLoader using :func:`collate_batch` (workers are not persistent, so ``set_epoch`` reaches them)."""
+                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+    """A DataLoader using :func:`collate_batch`.
+
+    ``persistent`` keeps the worker processes alive between passes (when ``num_workers`` > 0),
+    so an object iterated every epoch forks its workers once.
+    """
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=num_workers, drop_last=drop_last, collate_fn=collate_batch,
-                      generator=generator, pin_memory=pin_memory, persistent_workers=False)
+                      generator=generator, pin_memory=pin_memory, persistent_workers=persistent and num_workers > 0)

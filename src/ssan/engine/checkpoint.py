@@ -12,9 +12,9 @@ Schema (every value is a tensor, a number, a string, a list or a dict of those):
 Loading always uses ``torch.load(weights_only=True)``: a file that would need to
 unpickle arbitrary objects is refused before any of its code can run.
 
-Fault injection (tests of interrupted writes only; inert unless set): with the environment
-variable ``SSAN_FAULT_PAUSE=checkpoint-write:SECONDS`` every checkpoint write stops for SECONDS
-after half of its bytes are in the temporary file (flushed), so a test can kill the process there.
+Training writes two files: ``last.pt`` (everything above: what resuming needs) and ``best.pt``
+(no training state: what ``test``, ``index``, ``search`` and ``export`` load), see
+:func:`inference_state`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import io
 import logging
 import os
 import pickle
-import tempfile
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 
+from ssan._files import atomic_write
 from ssan.errors import CheckpointError
 from ssan.models._state_dict import strip_prefixes
 
@@ -43,8 +42,6 @@ VERSION = 1
 TRAINING_KEYS = ("criterion", "optimizer", "scheduler", "scaler", "rng")
 REQUIRED_KEYS = ("arch", "model", "vocab")
 
-FAULT_PAUSE_ENV = "SSAN_FAULT_PAUSE"
-
 PathLike = Union[str, os.PathLike]
 
 
@@ -54,62 +51,8 @@ def save_checkpoint(path: PathLike, state: dict) -> Path:
     A process killed at any moment leaves either the previous file or the new one, never a
     half-written file under ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            _write_payload(handle, payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fault_pause_seconds() -> float:
-    """Seconds to stop half-way through a write, from ``SSAN_FAULT_PAUSE=checkpoint-write:SECONDS``."""
-    kind, _, seconds = os.environ.get(FAULT_PAUSE_ENV, "").partition(":")
-    if kind != "checkpoint-write":
-        return 0.0
-    try:
-        return max(0.0, float(seconds))
-    except ValueError:
-        return 0.0
-
-
-def _write_payload(handle, payload: dict) -> None:
-    """``torch.save`` into ``handle``; under fault injection, pause with half the bytes written."""
-    pause = _fault_pause_seconds()
-    if not pause:
-        torch.save(payload, handle)
-        return
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    handle.write(data[: len(data) // 2])
-    handle.flush()
-    os.fsync(handle.fileno())
-    log.warning("%s: pausing %.1f s half-way through a checkpoint write", FAULT_PAUSE_ENV, pause)
-    time.sleep(pause)
-    handle.write(data[len(data) // 2:])
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:

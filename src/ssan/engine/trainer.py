@@ -1,439 +1,352 @@
-"""The trainer: the paper's recipe with checkpoints that resume exactly, DDP and evaluation.
+"""The trainer: the paper's recipe, resumable checkpoints, DDP over the global batch, evaluation, hooks.
 
 Usage::
 
     from ssan.config import load_config
     from ssan.engine.trainer import Trainer
 
-    result = Trainer(load_config("synth"), "data/prepared", "runs/synth").fit()
+    result = Trainer.from_config(load_config("synth"), "data/prepared", "runs/synth").fit()
+
+or with components of your own (``Trainer(config, prepared, model, criterion, optimizer,
+scheduler, dataset, output_dir, hooks=[...])``); ``from_config`` builds the default ones with the
+overridable class methods ``build_model``, ``build_criterion``, ``build_optimizer``,
+``build_scheduler`` and ``build_train_dataset``. Under ``torchrun``, join the process group
+first (``ssan.distributed.init_distributed()``, as ``ssan train`` does).
 
 Run directory layout::
 
     config.yaml            the resolved configuration
     metrics.jsonl          one row per epoch (losses, learning rate, evaluation figures)
     checkpoints/last.pt    everything needed to resume (written atomically)
-    checkpoints/best.pt    the best epoch on the selection split
-    results.json           final test figures: last epoch and selected epoch, labelled
+    checkpoints/best.pt    the best epoch on the selection split, without training state
+    results.json           final test figures: last epoch, selected epoch, reference protocol
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ssan import distributed
 from ssan.config import Config, save_config
-from ssan.engine import distributed
-from ssan.engine.builders import build_criterion, build_model, training_dataset
-from ssan.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint, strip_prefixes
-from ssan.engine.optim import build_optimizer, build_scheduler
-from ssan.engine.sampler import EpochSampler
-from ssan.engine.state import rng_state, seed_everything, set_rng_state, step_seed
-from ssan.errors import CheckpointError, SsanError
+from ssan.devices import resolve_device
+from ssan.engine import results as reports
+from ssan.engine.checkpointer import CheckpointWriter
+from ssan.engine.hooks import Hook, HookList
+from ssan.engine.runtime import training_runtime
+from ssan.engine.sampler import GlobalBatchSampler
+from ssan.engine.state import RunningLosses, restore_training_state, step_seed, training_state
+from ssan.engine.step import Precision, TrainStep, device_batch, device_generator, flip_mask
+from ssan.engine.sync_bn import convert_sync_batchnorm
+from ssan.errors import ConfigError, SsanError
+from ssan.losses.terms import StepInputs
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(SsanError):
-    """The loss became NaN or infinite; training stopped without saving."""
-
-
-class TrainStep(nn.Module):
-    """Model and criterion in one ``forward`` so that DDP sees every trained parameter."""
-
-    def __init__(self, model: nn.Module, criterion: nn.Module):
-        super().__init__()
-        self.model = model
-        self.criterion = criterion
-
-    def forward(self, batch: dict, epoch: int) -> dict:
-        images = self.model.encode_image(batch["image"])
-        texts = self.model.encode_text(batch["tokens"], batch["lengths"])
-        weak = self.model.encode_text(batch["weak_tokens"], batch["weak_lengths"])
-        return self.criterion(images, texts, weak, batch["label"], epoch)
-
-
-def pick_device(requested: Optional[str] = None, local_rank: int = 0) -> torch.device:
-    if requested:
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise SsanError(f"device {requested!r} was asked for but CUDA is not available")
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move a batch to ``device``; caption lengths stay on the CPU (packed sequences need them there)."""
-    return {
-        key: value.to(device, non_blocking=True) if torch.is_tensor(value) and "length" not in key else value
-        for key, value in batch.items()
-    }
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image horizontally with probability 1/2 (the paper's augmentation)."""
-    mask = torch.rand(images.shape[0], generator=generator) < 0.5
-    if mask.any():
-        images = images.clone()
-        idx = mask.nonzero().flatten().to(images.device)
-        images[idx] = images[idx].flip(-1)
-    return images
+    """The loss became NaN or infinite; training stopped without applying that step."""
 
 
 class Trainer:
-    """Trains SSAN on a prepared dataset.
+    """Trains an SSAN model on a prepared dataset.
 
     Args:
-        config: resolved configuration (see :mod:`ssan.config`).
-        data_dir: output folder of ``ssan prepare``.
+        config: the run's configuration (``data``, ``optim`` and ``train`` sections are read here).
+        prepared: the :class:`ssan.data.PreparedDataset` (evaluation splits, vocabulary).
+        model, criterion, optimizer, scheduler: the components (see ``from_config`` for the defaults).
+        dataset: the training dataset (``ssan.data.TrainDataset``: samples addressed by key).
         output_dir: run directory (created).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
+        device: a ``torch.device`` (see :func:`ssan.devices.resolve_device`).
         resume: continue from ``output_dir/checkpoints/last.pt``.
-        stop_after_steps: stop (as if killed) after this many optimisation steps of this
-            process: used by tests of interrupted training.
+        hooks: :class:`ssan.engine.hooks.Hook` instances.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        data_dir: Union[str, os.PathLike],
-        output_dir: Union[str, os.PathLike],
-        *,
-        device: Optional[str] = None,
-        resume: bool = False,
-        stop_after_steps: Optional[int] = None,
-    ):
-        from ssan.data import load_prepared
-
-        self.config = config
-        self.dist = distributed.init_distributed(device)
-        self.device = pick_device(device, self.dist.local_rank)
-        if self.device.type == "cpu" and config.train.cpu_threads > 0:
-            torch.set_num_threads(config.train.cpu_threads)
-        self.output_dir = Path(output_dir)
+    def __init__(self, config: Config, prepared, model: nn.Module, criterion: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler, dataset, output_dir: Union[str, os.PathLike], *,
+                 device: Optional[torch.device] = None, resume: bool = False, hooks: Iterable[Hook] = ()) -> None:
+        self.config, self.prepared, self.dataset = config, prepared, dataset
+        self.dist = distributed.current()
+        self.device = torch.device(device) if device is not None else resolve_device(None)
+        self.output_dir, self.resume = Path(output_dir), resume
         self.ckpt_dir = self.output_dir / "checkpoints"
-        self.prepared = load_prepared(data_dir)
-        self.resume = resume
-        self.stop_after_steps = stop_after_steps
-        self.steps_done = 0
-        self._partial: Optional[dict] = None
-        self._resumed_partial: Optional[dict] = None
+        self.hooks = HookList(hooks)
+        self.precision = Precision.resolve(config.train.amp, config.train.amp_dtype, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.uses_scaler)
+        self.model, self.criterion = model.to(self.device), criterion.to(self.device)
+        if config.train.sync_bn and self.dist.enabled:
+            convert_sync_batchnorm(self.model)
+        if config.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.sampler = GlobalBatchSampler(len(dataset), config.data.batch_size, seed=config.train.seed,
+                                          rank=self.dist.rank, world_size=self.dist.world_size)
+        self._check_batch()
+        self.step_module: nn.Module = TrainStep(self.model, self.criterion)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+        self.writer = CheckpointWriter(background=True)
         self.history: list = []
         self.best: Optional[dict] = None
-        self.epoch = 0
-        self.start_step = 0
+        self.epoch = self.start_step = 0
+        self._partial: Optional[dict] = None
+        self._loader: Optional[DataLoader] = None
+        self._evaluators: dict = {}
         self.select_split = self._selection_split()
-        self._build()
 
     # ------------------------------------------------------------------ setup
+    @classmethod
+    def from_config(cls, config: Config, data_dir: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
+                    *, device: Optional[str] = None, resume: bool = False, hooks: Iterable[Hook] = ()) -> Trainer:
+        """The trainer of ``config`` on the prepared dataset ``data_dir`` (today's ``ssan train``)."""
+        from ssan.data import load_prepared
+
+        prepared = load_prepared(data_dir)
+        info = distributed.current()
+        device = resolve_device(device, info.local_rank if info.enabled else None)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, without touching the caller's RNG
+            torch.manual_seed(config.train.seed)
+            model = cls.build_model(config, prepared)
+            criterion = cls.build_criterion(config, prepared)
+        optimizer = cls.build_optimizer(config, model, criterion)
+        return cls(config, prepared, model, criterion, optimizer, cls.build_scheduler(config, optimizer),
+                   cls.build_train_dataset(config, prepared), output_dir, device=device, resume=resume, hooks=hooks)
+
+    @classmethod
+    def build_model(cls, config: Config, prepared) -> nn.Module:
+        from ssan.models import SSAN
+
+        return SSAN(len(prepared.vocab), config.model)
+
+    @classmethod
+    def build_criterion(cls, config: Config, prepared) -> nn.Module:
+        from ssan.losses import build_criterion
+
+        return build_criterion(config.loss, prepared.num_classes, config.model)
+
+    @classmethod
+    def build_optimizer(cls, config: Config, model: nn.Module, criterion: nn.Module) -> torch.optim.Optimizer:
+        from ssan.engine.optim import build_optimizer
+
+        optim = config.optim
+        return build_optimizer(model, [criterion], lr=optim.lr, backbone_lr=optim.backbone_lr, betas=optim.betas,
+                               weight_decay=optim.weight_decay)
+
+    @classmethod
+    def build_scheduler(cls, config: Config, optimizer: torch.optim.Optimizer):
+        from ssan.engine.optim import build_scheduler
+
+        return build_scheduler(optimizer, config.optim.milestones, config.optim.gamma)
+
+    @classmethod
+    def build_train_dataset(cls, config: Config, prepared):
+        """The train split as samples; images as uint8 (normalised and flipped on the device, per step)."""
+        from ssan.data import TrainDataset, build_transforms
+
+        transform = build_transforms(config.data.height, config.data.width, train=False, uint8=True)
+        return TrainDataset(prepared.records("train"), prepared.image_root, transform,
+                            max_length=config.data.max_length, seed=config.train.seed)
+
     def _selection_split(self) -> str:
-        wanted = self.config.train.select_split
-        splits = self.prepared.splits
+        wanted, splits = self.config.train.select_split, self.prepared.splits
         if wanted == "auto":
             return "val" if "val" in splits else "test"
         if wanted not in splits:
             raise SsanError(f"selection split {wanted!r} is not in the prepared data (has: {', '.join(splits)})")
         return wanted
 
-    def _build(self) -> None:
-        cfg = self.config
-        seed_everything(cfg.train.seed)
-        self.model = build_model(cfg.model, vocab_size=len(self.prepared.vocab)).to(self.device)
-        self.criterion = build_criterion(cfg, self.prepared.num_classes, self.model).to(self.device)
-        self.step_module: nn.Module = TrainStep(self.model, self.criterion)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
-        self.optimizer = build_optimizer(
-            self.model, [self.criterion], lr=cfg.optim.lr, backbone_lr=cfg.optim.backbone_lr,
-            betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-        )
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim.milestones, cfg.optim.gamma)
-        self.use_amp = bool(cfg.train.amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.dataset = training_dataset(self.prepared, cfg.data, seed=cfg.train.seed)
-        self.sampler = EpochSampler(
-            len(self.dataset), cfg.data.batch_size, seed=cfg.train.seed,
-            rank=self.dist.rank, world_size=self.dist.world_size,
-        )
+    def _check_batch(self) -> None:
         if self.sampler.steps_per_epoch() == 0:
-            raise SsanError(
-                f"batch size {cfg.data.batch_size} is larger than the {self.sampler.per_rank} training pairs "
-                f"per process; lower data.batch_size"
-            )
+            raise SsanError(f"batch size {self.config.data.batch_size} is larger than the {len(self.dataset)} "
+                            "training pairs; lower data.batch_size")
+        model = self.config.model
+        if self.sampler.local_batch == 1 and model.parts and model.relation_norm == "per_part" and not (
+                self.config.train.sync_bn and self.dist.enabled):
+            raise ConfigError("a batch of 1 pair per process cannot train the relation module's per-part "
+                              "BatchNorm; raise data.batch_size, or set train.sync_bn=true under DDP, or "
+                              "model.relation_norm=shared (not the reference's module)")
 
-    def _loader(self) -> DataLoader:
-        from ssan.data import collate_batch
+    def loader(self) -> DataLoader:
+        """The training loader, built once; its worker processes (``data.num_workers``) live across epochs."""
+        if self._loader is None:
+            from ssan.data import collate_batch
 
-        workers = self.config.data.num_workers
-        return DataLoader(
-            self.dataset, batch_size=self.config.data.batch_size, sampler=self.sampler, drop_last=True,
-            num_workers=workers, collate_fn=collate_batch, pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
-
-    # ------------------------------------------------------------- checkpoints
-    def _state(self, step_in_epoch: int) -> dict:
-        return {
-            "arch": dict(self.model.arch),
-            "model": self.model.state_dict(),
-            "vocab": self.prepared.vocab.to_list(),
-            "dataset": {
-                "name": self.prepared.summary.get("dataset"),
-                "num_classes": self.prepared.num_classes,
-                "vocab_size": len(self.prepared.vocab),
-            },
-            "config": self.config.to_dict(),
-            "epoch": self.epoch,
-            "step_in_epoch": step_in_epoch,
-            "history": self.history,
-            "partial_epoch": self._partial if step_in_epoch else None,
-            "best": self.best,
-            "metrics": self.history[-1] if self.history else {},
-            "criterion": self.criterion.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-        }
-
-    def _save(self, name: str, step_in_epoch: int = 0) -> None:
-        if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / f"{name}.pt", self._state(step_in_epoch))
-
-    def _restore(self) -> None:
-        path = self.ckpt_dir / "last.pt"
-        if not path.exists():
-            raise CheckpointError(f"--resume: no checkpoint at {path}")
-        state = load_checkpoint(path)
-        check_compatible(state, vocab=self.prepared.vocab.to_list(), arch=self.model.arch,
-                         source=f"{path} (--resume with data {self.prepared.directory})")
-        self.model.load_state_dict(strip_prefixes(state["model"]))
-        self.criterion.load_state_dict(state["criterion"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.epoch, self.start_step = int(state["epoch"]), int(state.get("step_in_epoch", 0))
-        self.history, self.best = list(state.get("history", [])), state.get("best")
-        self._resumed_partial = state.get("partial_epoch")
-        log.info("resumed from %s at epoch %d, step %d", path, self.epoch + 1, self.start_step)
+            workers = self.config.data.num_workers
+            self._loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler,
+                                      num_workers=workers, collate_fn=collate_batch,
+                                      pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        return self._loader
 
     # ---------------------------------------------------------------- training
     def fit(self) -> dict:
         """Train to ``optim.epochs``, evaluating and checkpointing; returns the final results."""
+        with training_runtime(self.config.train, self.device):
+            try:
+                return self._fit()
+            finally:
+                self.writer.wait()
+
+    def _fit(self) -> dict:
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.output_dir / "config.yaml")
         if self.resume:
-            self._restore()
-        self._writer = _ScalarWriter(self.output_dir) if self.dist.is_main else None
-        epochs = self.config.optim.epochs
-        try:
-            while self.epoch < epochs:
-                losses, seconds = self._train_epoch(self.epoch, self.start_step)
-                self.start_step = 0
-                self.epoch += 1
-                lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
-                self.scheduler.step()
-                row, improved = self._epoch_row(losses, seconds, lr)
-                self.history.append(row)
-                self._save("last")
-                if improved:
-                    self._save("best")
-                self._write_history()
-                distributed.barrier()
-            return self._final_results()
-        except _Stopped:
-            log.info("stopped after %d steps (stop_after_steps)", self.steps_done)
-            return {"stopped": True, "epoch": self.epoch}
-        finally:
-            if self._writer is not None:
-                self._writer.close()
+            restore_training_state(self, self.ckpt_dir / "last.pt")
+        self.hooks.before_train(self)
+        while self.epoch < self.config.optim.epochs:
+            self.hooks.before_epoch(self, self.epoch)
+            losses, seconds, steps = self._train_epoch(self.epoch, self.start_step)
+            self.start_step, self.epoch = 0, self.epoch + 1
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+            self.scheduler.step()
+            row, improved = self._epoch_row(losses, seconds, steps, lr)
+            self.history.append(row)
+            self._save(improved)
+            distributed.run_on_main(lambda: reports.write_history(self.output_dir / "metrics.jsonl", self.history),
+                                    "writing metrics.jsonl")
+            self.hooks.after_epoch(self, self.epoch - 1, row)
+        results = self._final_results()
+        self.hooks.after_train(self, results)
+        return results
 
-    def _train_epoch(self, epoch: int, start_step: int):
-        cfg = self.config
-        self.sampler.set_epoch(epoch, start_step)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
+    def _steps(self) -> int:
+        total, cap = self.sampler.steps_per_epoch(), self.config.train.max_steps_per_epoch
+        return min(total, cap) if cap > 0 else total
+
+    def _train_epoch(self, epoch: int, start_step: int) -> tuple:
+        train = self.config.train
+        total = self._steps()
+        self.sampler.set_epoch(epoch, start_step, total)
         self.step_module.train()
-        total_steps = self.sampler.steps_per_epoch()
-        if cfg.train.max_steps_per_epoch > 0:
-            total_steps = min(total_steps, cfg.train.max_steps_per_epoch)
-        partial = self._resumed_partial if start_step else None
-        self._resumed_partial = None
-        sums: dict = dict(partial["sums"]) if partial else {}
-        count = int(partial["count"]) if partial else 0
+        running = RunningLosses(self.device, self._partial if start_step else None)
+        self._partial = None
         started = time.perf_counter()
-        bar = tqdm(total=total_steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+        bar = tqdm(total=total, initial=start_step, desc=f"epoch {epoch + 1}/{self.config.optim.epochs}",
                    disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
         step = start_step
-        for batch in self._loader():
-            if step >= total_steps:
-                break
-            terms = self._train_step(batch, epoch, step)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count, step = count + 1, step + 1
+        for batch in self.loader():
+            self.hooks.before_step(self, epoch, step)
+            running.add(self.train_step(batch, epoch, step))
+            step += 1
             bar.update(1)
-            if step % max(1, cfg.train.log_every) == 0 or step == total_steps:
-                bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items() if k in ("total", "cr_global", "id_global")})
-            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total_steps:
-                self._partial = {"sums": dict(sums), "count": count}
-                self._save("last", step_in_epoch=step)
-            self._maybe_stop()
+            means = running.means() if step % max(1, train.log_every) == 0 or step == total else None
+            if means is not None:
+                bar.set_postfix({k: f"{means[k]:.3f}" for k in ("total", "cr_global", "id_global") if k in means})
+            if train.checkpoint_every and step % train.checkpoint_every == 0 and step < total:
+                self._partial = running.state()
+                self._save(False, step_in_epoch=step)
+            self.hooks.after_step(self, epoch, step - 1, means)
         bar.close()
-        seconds = time.perf_counter() - started
-        return {key: value / max(count, 1) for key, value in sums.items()}, seconds
+        return running.means(), time.perf_counter() - started, step - start_step
 
-    def _train_step(self, batch: dict, epoch: int, step: int) -> dict:
-        seed = step_seed(self.config.train.seed, epoch, step, self.dist.rank)
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        batch = to_device(batch, self.device)
-        if self.config.data.flip:
-            batch["image"] = random_flip(batch["image"], generator)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            terms = self.step_module(batch, epoch)
-        total = terms["total"]
-        if not distributed.all_true(bool(torch.isfinite(total.detach()).item()), self.device):
-            raise NonFiniteLoss(
-                f"the loss became non-finite ({total.item()}) at epoch {epoch + 1}, step {step + 1}; "
-                f"training stopped and the last good checkpoint {self.ckpt_dir / 'last.pt'} was left as it was"
-            )
+    def train_step(self, batch: dict, epoch: int, step: int) -> dict:
+        """One optimisation step; returns the loss terms as detached device tensors (no host read)."""
+        train, data = self.config.train, self.config.data
+        torch.manual_seed(step_seed(train.seed, epoch, step, self.dist.rank))  # dropout: this process's own
+        shared = step_seed(train.seed, epoch, step)  # flips and mined negatives: those of the global batch
+        flip = None
+        if data.flip:
+            rank, local = self.dist.rank, self.sampler.local_batch
+            flip = flip_mask(data.batch_size, torch.Generator().manual_seed(shared))[rank * local:(rank + 1) * local]
+        batch = device_batch(batch, self.device, flip, train.channels_last)
+        gather = distributed.gather_with_grad if self.dist.enabled else StepInputs().gather
+        inputs = StepInputs(epoch, device_generator(self.device, shared), gather)
+        with self.precision.autocast(self.device):
+            terms = self.step_module(batch, inputs)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        self.scaler.scale(terms["total"]).backward()
+        if not distributed.all_finite(terms["total"]):
+            raise NonFiniteLoss(
+                f"the loss became non-finite ({terms['total'].item()}) at epoch {epoch + 1}, step {step + 1}; "
+                f"training stopped and the last good checkpoint {self.ckpt_dir / 'last.pt'} was left as it was")
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {key: float(value.detach()) for key, value in terms.items()}
-
-    def _maybe_stop(self) -> None:
-        self.steps_done += 1
-        if self.stop_after_steps is not None and self.steps_done >= self.stop_after_steps:
-            raise _Stopped()
+        return {key: value.detach() for key, value in terms.items()}
 
     # -------------------------------------------------------------- evaluation
-    def _epoch_row(self, losses: dict, seconds: float, lr: float) -> tuple:
+    def evaluate(self, split: str, model: Optional[nn.Module] = None) -> Optional[dict]:
+        """Figures of ``model`` (default: the trained one) on ``split``; every process takes part,
+        process 0 gets the results (the others None)."""
+        from ssan.evaluation import RetrievalEvaluator
+
+        if split not in self._evaluators:
+            data = self.config.data
+            self._evaluators[split] = RetrievalEvaluator(
+                self.prepared, split, height=data.height, width=data.width, max_length=data.max_length,
+                batch_size=data.eval_batch_size, num_workers=data.num_workers, progress=self.dist.is_main,
+                channels_last=self.config.train.channels_last)
+        model = model if model is not None else self.model
+        distributed.broadcast_buffers(model)  # every process evaluates a share with process 0's statistics
+        self.hooks.before_evaluation(self, split)
+        results = self._evaluators[split](model, self.device)  # in fp32
+        self.hooks.after_evaluation(self, split, results)
+        return results
+
+    def _epoch_row(self, losses: dict, seconds: float, steps: int, lr: float) -> tuple:
         cfg = self.config
-        pairs = self.sampler.steps_per_epoch() * cfg.data.batch_size * self.dist.world_size
-        row = {
-            "epoch": self.epoch,
-            "lr": lr,
-            "time_s": round(seconds, 3),
-            "pairs_per_s": round(pairs / seconds, 2) if seconds > 0 else None,
-        }
+        pairs = steps * cfg.data.batch_size
+        row = {"epoch": self.epoch, "lr": lr, "time_s": round(seconds, 3), "steps": steps,
+               "pairs_per_s": round(pairs / seconds, 2) if seconds > 0 else None}
         row.update({f"loss/{key}": value for key, value in losses.items()})
         improved = False
-        due = self.epoch % max(1, cfg.train.eval_every) == 0 or self.epoch == cfg.optim.epochs
-        if due:
-            results = self._evaluate(self.select_split)
-            if results is not None:
-                row.update(_flatten_metrics(self.select_split, results))
-                improved = self._update_best(results)
-        if self._writer is not None:
-            self._writer.write(row)
+        if self.epoch % max(1, cfg.train.eval_every) == 0 or self.epoch == cfg.optim.epochs:
+            splits = [self.select_split]
+            if cfg.train.test_every_epoch and self.select_split != "test" and "test" in self.prepared.splits:
+                splits.append("test")
+            for split in splits:
+                results = self.evaluate(split)
+                if results is not None:
+                    row.update(reports.flatten_metrics(split, results))
+                    improved = improved or (split == self.select_split and self._update_best(results))
+            self.best, improved = distributed.broadcast_object((self.best, improved))  # the same decisions everywhere
         return row, improved
-
-    def _evaluate(self, split: str, model: Optional[nn.Module] = None) -> Optional[dict]:
-        """Evaluate on rank 0 only (other ranks wait at the next barrier)."""
-        if not self.dist.is_main:
-            return None
-        from ssan.evaluation import evaluate
-
-        cfg = self.config.data
-        model = model if model is not None else self.model
-        results = evaluate(
-            model, self.prepared, split=split, device=self.device, batch_size=cfg.eval_batch_size,
-            num_workers=cfg.num_workers, height=cfg.height, width=cfg.width,
-        )
-        model.train()
-        return results
 
     def _update_best(self, results: dict) -> bool:
         cfg = self.config.train
-        value = results["t2i"][_term(results, cfg.select_term)][cfg.select_metric]
+        value = reports.selection_value(results, cfg.select_term, cfg.select_metric)
         if self.best is not None and value <= self.best["value"]:
             return False
         self.best = {"epoch": self.epoch, "split": self.select_split, "term": cfg.select_term,
                      "metric": cfg.select_metric, "value": value}
         return True
 
-    def _write_history(self) -> None:
+    def _save(self, improved: bool, step_in_epoch: int = 0) -> None:
+        """``last.pt`` (and ``best.pt`` when ``improved``), written in the background on process 0."""
         if not self.dist.is_main:
             return
-        path = self.output_dir / "metrics.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in self.history), encoding="utf-8")
-        os.replace(tmp, path)
+        files = [(self.ckpt_dir / "last.pt", training_state(self, step_in_epoch))]
+        if improved:
+            files.append((self.ckpt_dir / "best.pt", training_state(self, 0, inference_only=True)))
+        self.writer.save(files)
 
     def _final_results(self) -> dict:
-        """Test figures of the last epoch and of the selected epoch, written to ``results.json``."""
-        results: dict = {"selection": self.best, "epochs": self.epoch}
-        if self.dist.is_main:
-            results["test_last"] = self._evaluate("test")
-            if self.best is not None and self.select_split != "test":
-                from ssan.engine.checkpoint import model_from_checkpoint
-
-                best_state = load_checkpoint(self.ckpt_dir / "best.pt")
-                best_model = model_from_checkpoint(best_state, device=self.device)
-                results["test_selected"] = self._evaluate("test", best_model)
-                results["test_selected_label"] = f"epoch {self.best['epoch']} selected on {self.select_split}"
-            elif self.best is not None:
-                results["test_selected_label"] = (
-                    f"epoch {self.best['epoch']} selected on the test split (the field's practice; optimistic)"
-                )
-            tmp = self.output_dir / "results.json.tmp"
-            tmp.write_text(json.dumps(results, indent=2, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.output_dir / "results.json")
-        distributed.barrier()
+        """Test figures of the last and the selected epoch and the reference's protocol, in ``results.json``."""
+        self.writer.wait()
+        results: dict = {"selection": self.best, "epochs": self.epoch, "test_last": self.evaluate("test")}
+        if self.best is not None and self.select_split != "test":
+            results["test_selected"] = self.evaluate("test", self._best_model())
+            results["test_selected_label"] = f"epoch {self.best['epoch']} selected on {self.select_split}"
+        elif self.best is not None:
+            results["test_selected_label"] = (
+                f"epoch {self.best['epoch']} selected on the test split (the field's practice; optimistic)")
+        results["reference_protocol"] = reports.reference_protocol(self.history)
+        distributed.run_on_main(lambda: reports.write_results(self.output_dir / "results.json", results),
+                                "writing results.json")
         return results
 
+    def _best_model(self) -> nn.Module:
+        """The selected epoch's model, read by process 0 from ``best.pt`` and sent to the others."""
+        from ssan.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-class _Stopped(Exception):
-    """Raised by ``stop_after_steps`` to simulate an interrupted run."""
-
-
-def _term(results: dict, term: str) -> str:
-    return term if term in results["t2i"] else "global"
-
-
-def _flatten_metrics(split: str, results: dict) -> dict:
-    return {
-        f"{split}/{term}/{name}": value
-        for term, metrics in results["t2i"].items()
-        for name, value in metrics.items()
-        if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
-    }
-
-
-class _ScalarWriter:
-    """TensorBoard scalars when tensorboard is installed; otherwise nothing."""
-
-    def __init__(self, output_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self._tb = None
-        else:
-            self._tb = SummaryWriter(str(output_dir / "tensorboard"))
-
-    def write(self, row: dict) -> None:
-        if self._tb is None:
-            return
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self._tb.add_scalar(key, value, row["epoch"])
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        state = distributed.run_on_main(lambda: load_checkpoint(self.ckpt_dir / "best.pt"), "reading best.pt")
+        state = distributed.broadcast_tree(state, self.device)
+        return model_from_checkpoint(state, device=self.device, source=str(self.ckpt_dir / "best.pt"))

@@ -1,5 +1,6 @@
 """Evaluation: the field's ranking metrics (exact, chunked) and retrieval evaluation of a model."""
 
+from ssan.evaluation.evaluator import RetrievalEvaluator
 from ssan.evaluation.metrics import DEFAULT_KS, RankMetricAccumulator, query_metrics, rank_metrics
 from ssan.evaluation.report import format_metrics_table
 from ssan.evaluation.retrieval import (
@@ -15,6 +16,7 @@ from ssan.evaluation.retrieval import (
 __all__ = [
     "DEFAULT_KS",
     "RankMetricAccumulator",
+    "RetrievalEvaluator",
     "encode_gallery",
     "encode_queries",
     "evaluate",

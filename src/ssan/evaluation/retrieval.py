@@ -23,28 +23,27 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ssan.data.transforms import normalize_images
+from ssan.devices import Device, resolve_device
 from ssan.errors import DataError
 from ssan.evaluation.metrics import DEFAULT_KS, RankMetricAccumulator
 from ssan.models.similarity import feature_terms, flatten_features
 
 log = logging.getLogger(__name__)
 
-Device = Optional[Union[str, torch.device]]
 
 
-def resolve_device(device: Device = None) -> torch.device:
-    """``device``, or CUDA when available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _features(outputs: dict, keep_on_device: bool) -> Dict[str, torch.Tensor]:
+    feats = {term: outputs[term].float() for term in feature_terms(outputs)}
+    return feats if keep_on_device else {term: value.cpu() for term, value in feats.items()}
 
 
-def _features_to_cpu(outputs: dict, terms: Sequence[str]) -> Dict[str, torch.Tensor]:
-    return {term: outputs[term].float().cpu() for term in terms}
+def encode_loader(model: nn.Module, loader, desc: str, progress: bool, step, keep_on_device: bool = False) -> dict:
+    """Run ``step(model, batch) -> feature dict`` over ``loader`` in eval mode without gradients.
 
-
-def _encode(model: nn.Module, loader, device: torch.device, desc: str, progress: bool, step) -> dict:
-    """Run ``step(model, batch) -> feature dict`` over ``loader`` in eval mode without gradients."""
+    Returns ``{"feats": {term: N x ...}, "ids": (N,), "index": (N,), ["image_index": (N,)]}``; the
+    features stay on the model's device with ``keep_on_device`` (else CPU float tensors).
+    """
     was_training = model.training
     model.eval()
     feats: Dict[str, list] = {}
@@ -52,12 +51,11 @@ def _encode(model: nn.Module, loader, device: torch.device, desc: str, progress:
     try:
         with torch.inference_mode():
             for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-                out = step(model, batch)
-                for term, value in _features_to_cpu(out, feature_terms(out)).items():
+                for term, value in _features(step(model, batch), keep_on_device).items():
                     feats.setdefault(term, []).append(value)
                 for key in ("id", "index", "image_index"):
                     if key in batch:
-                        extras.setdefault(key, []).append(batch[key].cpu())
+                        extras.setdefault(key, []).append(batch[key])
     finally:
         model.train(was_training)
     if not feats:
@@ -68,33 +66,53 @@ def _encode(model: nn.Module, loader, device: torch.device, desc: str, progress:
     return result
 
 
+def gallery_step(device: torch.device, channels_last: bool = False):
+    """``step(model, batch)`` encoding a gallery batch (uint8 or float images) on ``device``."""
+
+    def step(model, batch):
+        images = normalize_images(batch["image"].to(device, non_blocking=True))
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return model.encode_image(images)
+
+    return step
+
+
+def query_step(device: torch.device):
+    """``step(model, batch)`` encoding a batch of captions on ``device`` (lengths stay on the CPU)."""
+
+    def step(model, batch):
+        return model.encode_text(batch["tokens"].to(device, non_blocking=True), batch["lengths"])
+
+    return step
+
+
 def encode_gallery(model: nn.Module, records: Sequence[dict], image_root: Union[str, Path], transform,
-                   device: Device = None, batch_size: int = 128, num_workers: int = 0, progress: bool = True) -> dict:
+                   device: Device = None, batch_size: int = 128, num_workers: int = 0, progress: bool = True,
+                   keep_on_device: bool = False) -> dict:
     """Encode every image of ``records`` once.
 
     Args:
         model: an SSAN model (``encode_image(images) -> {term: B x ...}``), on ``device``.
         records: prepared records (one per image).
         image_root: folder the records' ``image`` paths are relative to.
-        transform: evaluation transform, PIL image -> 3 x H x W (see ``ssan.data.build_transforms``).
+        transform: evaluation transform, PIL image -> 3 x H x W, ``uint8`` pixels (normalised on the
+            device) or normalised floats (see ``ssan.data.build_transforms``).
 
     Returns:
-        ``{"feats": {term: N x ... CPU float tensors}, "ids": (N,) identities, "index": (N,)}``.
+        ``{"feats": {term: N x ... float tensors (CPU unless keep_on_device)}, "ids": (N,), "index": (N,)}``.
     """
     from ssan.data import GalleryDataset, make_loader
 
     device = resolve_device(device)
     loader = make_loader(GalleryDataset(records, image_root, transform), batch_size, num_workers=num_workers,
                          pin_memory=device.type == "cuda")
-
-    def step(net, batch):
-        return net.encode_image(batch["image"].to(device, non_blocking=True))
-
-    return _encode(model, loader, device, "gallery", progress, step)
+    return encode_loader(model, loader, "gallery", progress, gallery_step(device), keep_on_device)
 
 
 def encode_queries(model: nn.Module, records: Sequence[dict], device: Device = None, batch_size: int = 128,
-                   num_workers: int = 0, max_length: int = 100, progress: bool = True) -> dict:
+                   num_workers: int = 0, max_length: int = 100, progress: bool = True,
+                   keep_on_device: bool = False) -> dict:
     """Encode every caption of ``records`` once (one query per caption, in record order).
 
     Returns:
@@ -104,11 +122,7 @@ def encode_queries(model: nn.Module, records: Sequence[dict], device: Device = N
 
     device = resolve_device(device)
     loader = make_loader(QueryDataset(records, max_length), batch_size, num_workers=num_workers)
-
-    def step(net, batch):
-        return net.encode_text(batch["tokens"].to(device, non_blocking=True), batch["lengths"])
-
-    return _encode(model, loader, device, "queries", progress, step)
+    return encode_loader(model, loader, "queries", progress, query_step(device), keep_on_device)
 
 
 def similarity_rows(num_columns: int, memory_budget_mb: float, itemsize: int = 4) -> int:
@@ -191,7 +205,7 @@ def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = N
              num_workers: int = 0, i2t: bool = False, height: int = 384, width: int = 128,
              max_length: Optional[int] = None, memory_budget_mb: float = 512, ks: Sequence[int] = DEFAULT_KS,
              progress: bool = True, vocab=None) -> dict:
-    """Evaluate ``model`` on one split of a prepared dataset (the training loop uses this too).
+    """Evaluate ``model`` on one split of a prepared dataset, once (see :class:`RetrievalEvaluator`).
 
     Args:
         model: an SSAN model; moved to ``device`` and put in eval mode for the duration (its
@@ -208,43 +222,13 @@ def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = N
         The :func:`evaluate_features` dict plus ``"split"`` and ``"dataset"``, and
         ``"vocabulary"`` (what re-encoding the queries did) when ``vocab`` differs.
     """
-    from ssan.data import build_transforms
+    from ssan.evaluation.evaluator import RetrievalEvaluator
 
-    _check_split(prepared, split)
-    device = resolve_device(device)
-    model.to(device)
-    records = prepared.records(split)
-    if not records:
-        raise DataError(f"split {split!r} of {prepared.directory} has no records")
-    length = max_length or int(prepared.summary.get("max_length", 100))
-    queries_from, report = _query_records(prepared, records, vocab, length)
-    transform = build_transforms(height, width, train=False)
-    gallery = encode_gallery(model, records, prepared.image_root, transform, device, batch_size, num_workers, progress)
-    queries = encode_queries(model, queries_from, device, batch_size, num_workers, length, progress)
-    results = evaluate_features(gallery["feats"], queries["feats"], queries["ids"], gallery["ids"], i2t=i2t,
-                                memory_budget_mb=memory_budget_mb, ks=ks, device=device)
-    log.debug("evaluated %s/%s: %d queries x %d images", prepared.name, split,
-              results["num_queries"], results["num_gallery"])
-    extra = {"vocabulary": report} if report is not None else {}
-    return {**results, "split": split, "dataset": prepared.name, **extra}
-
-
-def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
-    """(records whose captions are the queries, re-encoding report or None)."""
-    if vocab is None or vocab == prepared.vocab:
-        return records, None
-    from ssan.data.prepared import reencode_records
-
-    queries, report = reencode_records(records, prepared.vocab, vocab, max_length)
-    if not queries:
-        raise DataError(f"no caption of {prepared.directory} split has a word of the model's "
-                        f"vocabulary ({len(vocab)} words)")
-    if not report["exact"]:
-        log.warning("%s was prepared before caption words were kept: words unknown to its own vocabulary are "
-                    "lost; re-run `ssan prepare` for an exact cross-domain evaluation", prepared.directory)
-    log.info("cross-vocabulary evaluation: %d of %d query words unknown to the model (dropped), %d caption(s) "
-             "left without a word", report["unknown_words"], report["query_words"], report["dropped_captions"])
-    return queries, report
+    evaluator = RetrievalEvaluator(
+        prepared, split, height=height, width=width, max_length=max_length, batch_size=batch_size,
+        num_workers=num_workers, vocab=vocab, i2t=i2t, memory_budget_mb=memory_budget_mb, ks=ks,
+        progress=progress, persistent=False)
+    return evaluator(model, resolve_device(device))
 
 
 def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, Path], split: str = "test",
@@ -263,7 +247,7 @@ def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, 
     from ssan.data import load_prepared
     from ssan.engine.checkpoint import load_model
 
-    prepared = load_prepared(data_dir)
+    prepared = load_prepared(data_dir)  # (the engine imports evaluation, never at module level the reverse)
     _check_split(prepared, split)
     device = resolve_device(device)
     model, vocab, info = load_model(checkpoint_path, device=device)

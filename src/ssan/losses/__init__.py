@@ -1,26 +1,34 @@
-"""SSAN training objective: identity loss, compound ranking loss, InfoNCE extension, criterion."""
+"""SSAN training objective: loss terms (identity, compound ranking, InfoNCE extension), one registry, the criterion."""
 
-from ssan.losses.contrastive import ContrastiveLoss, multi_positive_info_nce
-from ssan.losses.criterion import SSANCriterion
-from ssan.losses.identity import IdentityLoss
+from ssan.losses.contrastive import InfoNCETerm, multi_positive_info_nce
+from ssan.losses.criterion import SSANCriterion, build_criterion
+from ssan.losses.identity import IdentityLoss, IdentityTerm
 from ssan.losses.ranking import (
-    CompoundRankingLoss,
+    CompoundRankingTerm,
     bidirectional_hinge,
     compound_ranking_loss,
     cosine_matrix,
     semi_hard_hinge,
     weak_margins,
 )
+from ssan.losses.terms import LOSS_TERMS, LossContext, LossTerm, StepInputs, register_loss_term
 
 __all__ = [
-    "CompoundRankingLoss",
-    "ContrastiveLoss",
+    "LOSS_TERMS",
+    "CompoundRankingTerm",
     "IdentityLoss",
+    "IdentityTerm",
+    "InfoNCETerm",
+    "LossContext",
+    "LossTerm",
     "SSANCriterion",
+    "StepInputs",
     "bidirectional_hinge",
+    "build_criterion",
     "compound_ranking_loss",
     "cosine_matrix",
     "multi_positive_info_nce",
+    "register_loss_term",
     "semi_hard_hinge",
     "weak_margins",
 ]

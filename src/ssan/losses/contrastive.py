@@ -7,10 +7,13 @@ positives are averaged).
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import Dict
 
+import torch
+
+from ssan.errors import ConfigError
 from ssan.losses.ranking import cosine_matrix
+from ssan.losses.terms import LossContext, LossTerm, StepInputs, present_features, register_loss_term
 
 
 def multi_positive_info_nce(sim: torch.Tensor, labels: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
@@ -29,22 +32,34 @@ def multi_positive_info_nce(sim: torch.Tensor, labels: torch.Tensor, temperature
     return (direction(logits) + direction(logits.T)) / 2
 
 
-class ContrastiveLoss(nn.Module):
-    """Multi-positive InfoNCE on features of one type.
+@register_loss_term("nce")
+class InfoNCETerm(LossTerm):
+    """Multi-positive InfoNCE of each feature type, on the global batch (an extension, off by default).
 
     Args:
+        context: the :class:`LossContext`.
         temperature: softmax temperature.
     """
 
-    def __init__(self, temperature: float = 0.05) -> None:
-        super().__init__()
+    def __init__(self, context: LossContext, temperature: float = 0.05) -> None:
+        super().__init__(context)
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"the InfoNCE temperature must be positive, got {temperature}")
         self.temperature = temperature
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """image, text: B x ... features; labels: B. Returns a scalar."""
-        return multi_positive_info_nce(cosine_matrix(image, text), labels, self.temperature)
+    @classmethod
+    def from_config(cls, context: LossContext, config, options: dict) -> InfoNCETerm:
+        return super().from_config(context, config, {"temperature": config.temperature, **options})
+
+    def forward(self, outputs: dict, batch: dict, step: StepInputs) -> Dict[str, torch.Tensor]:
+        labels = step.gather(batch["label"])
+        return {
+            feature: multi_positive_info_nce(
+                cosine_matrix(step.gather(outputs["image"][feature].flatten(1)),
+                              step.gather(outputs["text"][feature].flatten(1))),
+                labels, self.temperature)
+            for feature in present_features(outputs, self.context)
+        }
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

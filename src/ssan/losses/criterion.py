@@ -1,84 +1,87 @@
-"""SSANCriterion: identity + compound ranking (+ optional InfoNCE) over every feature term."""
+"""SSANCriterion: the weighted sum of the loss terms named in the config, over every feature type."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional
 
-import torch
 from torch import nn
 
-from ssan.losses.contrastive import ContrastiveLoss
-from ssan.losses.identity import IdentityLoss
-from ssan.losses.ranking import CompoundRankingLoss
-from ssan.models.similarity import feature_terms
+from ssan.config import LossConfig
+from ssan.errors import ConfigError
+from ssan.losses.terms import LOSS_TERMS, LossContext, StepInputs
 
 log = logging.getLogger(__name__)
 
 
 class SSANCriterion(nn.Module):
-    """The SSAN training objective (method section 4).
+    """The SSAN training objective (method section 4) and any registered extra term.
 
-    total = id_weight * (ID_g + w (ID_p + ID_r)) + CR_g + w (CR_p + CR_r)
-            + contrastive_weight * (NCE_g + w (NCE_p + NCE_r)),  w = part_weight.
+    total = sum over terms t of  w_t * (L_t,global + p * (L_t,parts + L_t,relation)),  p = part_weight,
 
-    Holds the identity classifiers (training-only state, kept apart from the model);
-    move it to the features' device with ``.to(device)``.
+    with the terms and weights of ``config.terms`` (default ``{"id": 1.0, "cr": 1.0}``: identity
+    plus compound ranking, the method; ``nce`` adds InfoNCE). A term of weight 0 is not built.
+    Holds the terms' training-only state (the identity classifiers); its device follows
+    ``.to(device)``.
 
     Args:
-        num_classes: number of training identities.
-        num_parts: K.
-        embed_dim: D (relation features are D/2).
-        parts: False for the global-only ablation (global terms only).
-        margin, beta, weak_warmup_epochs, weak_skip: compound ranking loss settings.
-        part_weight: weight of the part and relation terms.
-        id_weight: weight of the identity losses.
-        contrastive_weight: weight of the InfoNCE extension (0 = off, the method).
-        temperature: InfoNCE temperature.
+        context: model widths and class count (:class:`ssan.losses.LossContext`).
+        config: the whole :class:`ssan.config.LossConfig`.
+        **fields: any of its fields, overriding ``config``.
     """
 
-    def __init__(self, num_classes: int, num_parts: int, embed_dim: int, parts: bool = True, margin: float = 0.2,
-                 beta: float = 0.1, weak_warmup_epochs: int = 5, weak_skip: float = 0.16, part_weight: float = 0.5,
-                 id_weight: float = 1.0, contrastive_weight: float = 0.0, temperature: float = 0.05) -> None:
+    def __init__(self, context: LossContext, config: Optional[LossConfig] = None, **fields) -> None:
         super().__init__()
-        self.term_weights = {"global": 1.0}
-        self.identity = nn.ModuleDict({"global": IdentityLoss(num_classes, embed_dim, 1)})
-        if parts:
-            self.identity["parts"] = IdentityLoss(num_classes, embed_dim, num_parts)
-            self.identity["relation"] = IdentityLoss(num_classes, embed_dim // 2, num_parts)
-            self.term_weights.update(parts=part_weight, relation=part_weight)
-        self.ranking = CompoundRankingLoss(margin, beta, weak_warmup_epochs, weak_skip)
-        self.id_weight = id_weight
-        self.contrastive_weight = contrastive_weight
-        self.contrastive = ContrastiveLoss(temperature) if contrastive_weight > 0 else None
+        known = {f.name for f in dataclasses.fields(LossConfig)}
+        if set(fields) - known:
+            raise ConfigError(f"unknown loss setting {sorted(set(fields) - known)[0]!r}; valid: {', '.join(sorted(known))}")
+        config = dataclasses.replace(config or LossConfig(), **fields)
+        self.context = context
+        unused = sorted(set(config.options) - set(config.terms))
+        if unused:
+            raise ConfigError(f"loss.options names {unused[0]!r}, which is not in loss.terms ({', '.join(config.terms)})")
+        self.weights = {name: float(weight) for name, weight in config.terms.items() if weight}
+        if not self.weights:
+            raise ConfigError("loss.terms gives every term weight 0: nothing to train")
+        self.terms = nn.ModuleDict({
+            name: LOSS_TERMS.get(name).from_config(context, config, dict(config.options.get(name) or {}))
+            for name in self.weights
+        })
+        self.feature_weights = {"global": 1.0, "parts": config.part_weight, "relation": config.part_weight}
 
-    def forward(self, image_feats: dict, text_feats: dict, weak_text_feats: dict, labels: torch.Tensor,
-                epoch: int, generator: Optional[torch.Generator] = None) -> dict:
+    def forward(self, outputs: dict, batch: dict, step: Optional[StepInputs] = None) -> dict:
         """Loss terms for one batch.
 
         Args:
-            image_feats, text_feats, weak_text_feats: feature dicts (B rows each) from the model.
-            labels: B training labels (0..num_classes-1).
-            epoch: 0-based current epoch (weak margin schedule).
-            generator: optional generator for the random semi-hard negatives.
+            outputs: ``SSAN.forward(batch)``: ``{"image", "text", "weak_text"}`` feature dicts.
+            batch: the training batch (``label``: B training labels 0..num_classes-1).
+            step: epoch, random generator and cross-process gather (defaults: epoch 0, one process).
 
         Returns:
-            ``{"id_<term>", "cr_<term>", ["nce_<term>"], "total"}`` scalar tensors, for each
-            term of global / parts / relation that the criterion was built for.
+            ``{"<term>_<feature>": scalar, ..., "total": scalar}``, e.g. ``id_global``, ``cr_parts``.
         """
-        terms = [t for t in feature_terms(image_feats) if t in self.identity]
-        if "global" not in terms:
+        step = step or StepInputs()
+        if "global" not in outputs["image"]:
             raise ValueError("image features lack the 'global' term")
-        labels = labels.to(image_feats["global"].device)
         out, total = {}, 0.0
-        for term in terms:
-            image, text, weak = image_feats[term], text_feats[term], weak_text_feats[term]
-            out[f"id_{term}"] = self.identity[term](image, text, labels)
-            out[f"cr_{term}"] = self.ranking(image, text, weak, labels, epoch, generator)["loss"]
-            combined = self.id_weight * out[f"id_{term}"] + out[f"cr_{term}"]
-            if self.contrastive is not None:
-                out[f"nce_{term}"] = self.contrastive(image, text, labels)
-                combined = combined + self.contrastive_weight * out[f"nce_{term}"]
-            total = total + self.term_weights[term] * combined
+        for name, term in self.terms.items():
+            for feature, value in term(outputs, batch, step).items():
+                out[f"{name}_{feature}"] = value
+                total = total + self.weights[name] * self.feature_weights.get(feature, 1.0) * value
         out["total"] = total
         return out
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """A criterion state dict of ssan 0.1 (``identity.<feature>.*``) in today's key layout."""
+    return {(f"terms.id.classifiers.{key[len('identity.'):]}" if key.startswith("identity.") else key): value
+            for key, value in state.items()}
+
+
+def build_criterion(config: LossConfig, num_classes: int, model_config) -> SSANCriterion:
+    """The criterion for a model of ``model_config`` (a :class:`ssan.config.ModelConfig`) and ``num_classes``."""
+    context = LossContext(num_classes=num_classes, num_parts=model_config.num_parts,
+                          embed_dim=model_config.embed_dim, parts=model_config.parts)
+    return SSANCriterion(context, config)
+

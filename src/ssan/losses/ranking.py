@@ -21,11 +21,12 @@ reach 2).
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ssan.losses.terms import LossContext, LossTerm, StepInputs, present_features, register_loss_term
 
 
 def cosine_matrix(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -144,22 +145,39 @@ def compound_ranking_loss(sim: torch.Tensor, weak_sim: torch.Tensor, labels: tor
     return {"loss": strong + beta * weak, "strong": strong, "weak": weak}
 
 
-class CompoundRankingLoss(nn.Module):
-    """CR loss on features of one type (global, parts or relation); see the module docstring."""
+@register_loss_term("cr")
+class CompoundRankingTerm(LossTerm):
+    """The compound ranking loss of each feature type, on the global batch.
 
-    def __init__(self, margin: float = 0.2, beta: float = 0.1, weak_warmup_epochs: int = 5,
-                 weak_skip: float = 0.16) -> None:
-        super().__init__()
+    Args:
+        context: the :class:`LossContext`.
+        margin, beta, weak_warmup_epochs, weak_skip: see the module docstring.
+    """
+
+    def __init__(self, context: LossContext, margin: float = 0.2, beta: float = 0.1,
+                 weak_warmup_epochs: int = 5, weak_skip: float = 0.16) -> None:
+        super().__init__(context)
         self.margin = margin
         self.beta = beta
         self.weak_warmup_epochs = weak_warmup_epochs
         self.weak_skip = weak_skip
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, weak_text: torch.Tensor, labels: torch.Tensor,
-                epoch: int, generator: Optional[torch.Generator] = None) -> dict:
-        """image, text, weak_text: B x ... features (flattened per sample); labels: B."""
-        return compound_ranking_loss(cosine_matrix(image, text), cosine_matrix(image, weak_text), labels, epoch,
-                                     self.margin, self.beta, self.weak_warmup_epochs, self.weak_skip, generator)
+    @classmethod
+    def from_config(cls, context: LossContext, config, options: dict) -> CompoundRankingTerm:
+        settings = {"margin": config.margin, "beta": config.beta, "weak_warmup_epochs": config.weak_warmup_epochs,
+                    "weak_skip": config.weak_skip, **options}
+        return super().from_config(context, config, settings)
+
+    def forward(self, outputs: dict, batch: dict, step: StepInputs) -> Dict[str, torch.Tensor]:
+        """Features and labels are gathered across processes first (identity in one process)."""
+        labels = step.gather(batch["label"])
+        losses = {}
+        for feature in present_features(outputs, self.context):
+            image, text, weak = (step.gather(outputs[key][feature].flatten(1)) for key in ("image", "text", "weak_text"))
+            losses[feature] = compound_ranking_loss(
+                cosine_matrix(image, text), cosine_matrix(image, weak), labels, step.epoch, self.margin, self.beta,
+                self.weak_warmup_epochs, self.weak_skip, step.generator)["loss"]
+        return losses
 
     def extra_repr(self) -> str:
         return (f"margin={self.margin}, beta={self.beta}, weak_warmup_epochs={self.weak_warmup_epochs}, "

@@ -16,6 +16,22 @@ def is_tracing() -> bool:
     return any(getattr(compiler, name, lambda: False)() for name in ("is_compiling", "is_exporting"))
 
 
+def stripe_windows(height: int, num_parts: int) -> list:
+    """Row windows ``[(start, end), ...]`` of ``adaptive_max_pool2d(x, (num_parts, 1))`` on ``height`` rows."""
+    return [((k * height) // num_parts, -((-(k + 1) * height) // num_parts)) for k in range(num_parts)]
+
+
+def stripe_max(fmap: torch.Tensor, num_parts: int) -> torch.Tensor:
+    """Horizontal-stripe max pooling: B x C x H x W -> B x K x C.
+
+    The same values as ``adaptive_max_pool2d(fmap, (K, 1))``, written as a max over explicit row
+    windows: its backward has no atomic additions (deterministic on CUDA, where the adaptive
+    pool's backward is not), and ONNX exports it for any map height.
+    """
+    windows = stripe_windows(int(fmap.shape[2]), num_parts)
+    return torch.stack([fmap[:, :, start:end, :].amax(dim=(2, 3)) for start, end in windows], dim=1)
+
+
 def kaiming_fan_out_(weight: torch.Tensor) -> torch.Tensor:
     """Kaiming-normal (fan_out) init of a 1x1 convolution / linear weight of shape out x in."""
     return nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")

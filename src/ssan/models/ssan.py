@@ -12,7 +12,7 @@ from torch import nn
 
 from ssan.config import ModelConfig
 from ssan.models.backbones import ArchitectureError, build_backbone
-from ssan.models.layers import LEAKY_SLOPE, PartLinear, is_tracing, kaiming_fan_out_
+from ssan.models.layers import LEAKY_SLOPE, PartLinear, is_tracing, kaiming_fan_out_, stripe_max
 from ssan.models.relation import RELATION_NORMS, PartRelation
 from ssan.models.text import TextEncoder, WordAttention, as_cpu_lengths, global_text_max
 
@@ -60,10 +60,9 @@ class SSAN(nn.Module):
     def encode_image(self, images: torch.Tensor) -> dict:
         """images: B x 3 x H x W -> {"global": B x D, "parts": B x K x D, "relation": B x K x D/2}."""
         fmap = self.backbone(images)
-        out = {"global": self.global_proj(F.adaptive_max_pool2d(fmap, 1).flatten(1))}
+        out = {"global": self.global_proj(fmap.amax(dim=(2, 3)))}  # global max pool
         if self.parts:
-            stripes = F.adaptive_max_pool2d(fmap, (self.num_parts, 1)).flatten(2).transpose(1, 2)  # B x K x C
-            self._add_part_terms(out, self.part_proj(stripes))
+            self._add_part_terms(out, self.part_proj(stripe_max(fmap, self.num_parts)))  # B x K x C stripes
         return out
 
     def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False) -> dict:

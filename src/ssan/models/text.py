@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Union
 
 import torch
@@ -72,13 +73,28 @@ class TextEncoder(nn.Module):
         embedded = torch.cat([table(tokens) for table in tables], dim=0)  # both paths in one LSTM call
         path_mask = mask.repeat(len(tables), 1)[..., None]
         embedded = self.dropout(embedded) * path_mask
-        states = self.lstm(embedded)[0] * path_mask
+        with _lstm_autocast(embedded):
+            states = self.lstm(_lstm_input(embedded))[0] * path_mask
         words = states.view(states.size(0), states.size(1), 2, self.hidden_dim).mean(dim=2)
         chunks = words.chunk(len(tables), dim=0)
         out = {"global": chunks[0], "mask": mask}
         if self.part_embedding is not None:
             out["part"] = chunks[1]
         return out
+
+
+def _cpu_half_autocast(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and \
+        torch.get_autocast_dtype("cpu") == torch.float16
+
+
+def _lstm_autocast(x: torch.Tensor):
+    """Under CPU fp16 autocast the LSTM runs in float32: oneDNN has no fp16 LSTM (CUDA and bf16 are fine)."""
+    return torch.autocast("cpu", enabled=False) if _cpu_half_autocast(x) else contextlib.nullcontext()
+
+
+def _lstm_input(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if _cpu_half_autocast(x) else x
 
 
 def global_text_max(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
