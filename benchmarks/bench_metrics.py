@@ -37,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from ssan.evaluation import _compiled, rank_metrics
+from ssan.evaluation import _compiled, rank_metrics, set_rank_kernel
 
 PAPER_WIDTH = 1024 + 6 * 1024 + 6 * 512  # global + parts + relation features of SSAN
 
@@ -159,9 +159,9 @@ def main() -> int:
     print(f"rank_metrics ({kernel} path): {ours_seconds:8.3f} s wall ({ours_cpu:.3f} s CPU, all threads), "
           f"peak extra memory {ours_memory.peak_mib:7.1f} MiB ({ours_memory.method})")
     if kernel != "numpy" and args.numpy_path:
-        os.environ["SSAN_RANK_KERNEL"] = "numpy"
+        previous = set_rank_kernel("numpy")
         fallback, numpy_seconds, numpy_cpu, numpy_memory = time_rank_metrics(scores, query_ids, gallery_ids)
-        del os.environ["SSAN_RANK_KERNEL"]
+        set_rank_kernel(previous)
         print(f"rank_metrics (numpy path, what runs without Numba): {numpy_seconds:8.3f} s wall "
               f"({numpy_cpu:.3f} s CPU), peak extra memory {numpy_memory.peak_mib:7.1f} MiB; "
               f"same figures: {fallback == ours}")

@@ -54,14 +54,13 @@ def untrained_checkpoint(path: Path, vocab_words: list) -> Path:
     """A synth-preset SSAN with random weights (same compute per request as a trained one)."""
     import torch
 
+    from ssan.checkpoint import save_checkpoint
     from ssan.config import load_config
-    from ssan.engine.builders import model_kwargs
-    from ssan.engine.checkpoint import save_checkpoint
     from ssan.models import SSAN
 
     config = load_config("synth")
     torch.manual_seed(0)
-    model = SSAN(**model_kwargs(config.model, len(vocab_words)))
+    model = SSAN(len(vocab_words), config.model)
     state = {"arch": model.arch, "model": model.state_dict(), "vocab": vocab_words, "config": config.to_dict(),
              "dataset": {"name": "synth", "num_classes": 0, "vocab_size": len(vocab_words)},
              "epoch": 0, "metrics": {}, "best": None}

@@ -13,6 +13,7 @@ It trains the ``synth`` preset (or ``--preset``) on a generated set for ``--step
 capped epoch and reports the median step time after a warm-up, with ``--threads`` torch threads.
 
     python benchmarks/bench_train_step.py [--steps 30] [--preset synth] [--set k=v ...] [--threads 1]
+    PYTHONPATH=/path/to/older/checkout/src python benchmarks/bench_train_step.py   # the same, on an older version
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ def main() -> None:
         overrides = [f"train.max_steps_per_epoch={args.steps}", "optim.epochs=1", "train.eval_every=1000",
                      "data.num_workers=0", f"train.cpu_threads={args.threads}", *args.overrides]
         config = load_config(args.preset, overrides)
-        trainer = Trainer(config, data, Path(tmp) / "run", device="cpu")
-        original = trainer._train_step
+        if hasattr(Trainer, "from_config"):
+            trainer, name = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu"), "train_step"
+        else:  # ssan 0.1 (to measure "before" with the same script: PYTHONPATH=OLD_CHECKOUT/src)
+            trainer, name = Trainer(config, data, Path(tmp) / "run", device="cpu"), "_train_step"
+        original = getattr(trainer, name)
         timings, counter = [], {}
 
         def timed_step(*a, **k):
@@ -90,7 +94,7 @@ def main() -> None:
             timings.append(time.perf_counter() - started)
             return out
 
-        trainer._train_step = timed_step
+        setattr(trainer, name, timed_step)
         trainer.fit()
         steps = len(timings)
         print(f"preset {args.preset} {' '.join(args.overrides)}: {steps} steps, batch {config.data.batch_size}, "

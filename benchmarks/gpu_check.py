@@ -149,7 +149,7 @@ runpy.run_module("ssan", run_name="__main__", alter_sys=True)
 
 
 def stage_resume(data: Path, spec: dict, folder: Path) -> dict:
-    from ssan.engine.checkpoint import load_checkpoint
+    from ssan.checkpoint import load_checkpoint
 
     report = {}
     steps = 4 if spec["device"] == "cpu" else 20

@@ -31,9 +31,9 @@ def save_random_checkpoint(path, prepared_dir, seed: int = 0, **arch):
     """
     import torch
 
+    from ssan.checkpoint import save_checkpoint
     from ssan.config import load_config
     from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
     from ssan.models import SSAN
 
     prepared = load_prepared(prepared_dir)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ssan.data.formats import find_annotation, read_annotations
+from ssan.data.annotations import find_annotation, read_annotations
 from ssan.errors import DataError
 
 
@@ -145,7 +145,7 @@ def test_utf8_bom_is_accepted(tmp_path):
 def test_missing_annotation_and_unknown_dataset(tmp_path):
     with pytest.raises(DataError, match="no ICFG-PEDES.json or ICFG_PEDES.json"):
         read_annotations("icfg-pedes", tmp_path)
-    with pytest.raises(DataError, match="unknown dataset 'market'; valid: cuhk-pedes"):
+    with pytest.raises(DataError, match="unknown dataset format 'market'; valid: cuhk-pedes"):
         read_annotations("market", tmp_path)
     with pytest.raises(DataError, match="not a directory"):
         read_annotations("cuhk-pedes", tmp_path / "absent")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ssan.data import generate_synthetic, load_prepared, prepare_dataset
-from ssan.data.synth import FORMATS
+from ssan.data.formats import DATASET_FORMATS
 from ssan.errors import DataError
 
 SMALL = {"ids": 12, "size": (32, 16)}
@@ -21,7 +21,7 @@ def synth(tmp_path, fmt="cuhk-pedes", name="data", **kwargs):
 
 def expected_counts(root, fmt, name=None):
     """Counts computed from the generator's JSON alone."""
-    records = json.loads((root / (name or FORMATS[fmt]["file"])).read_text())
+    records = json.loads((root / (name or DATASET_FORMATS.get(fmt).files[0])).read_text())
     per_id = Counter(r["id"] for r in records if r["split"] == "train")
     counts = {}
     for split in ("train", "val", "test"):

@@ -154,7 +154,7 @@ def test_render_sizes_and_garment_colours_visible(size):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"fmt": "market"}, "unknown format 'market'"),
+    ({"fmt": "market"}, "unknown dataset format 'market'"),
     ({"ids": 0}, "ids and images_per_id"),
     ({"captions_per_image": (2, 1)}, "MIN <= MAX"),
     ({"size": (8, 4)}, "at least 16x8"),

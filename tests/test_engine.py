@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssan.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ssan.cli import main
 from ssan.config import Config, apply_overrides, load_config
-from ssan.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ssan.engine.hooks import Hook
 from ssan.engine.sampler import GlobalBatchSampler
 from ssan.engine.trainer import Trainer
@@ -83,6 +83,32 @@ def test_tiny_run_outputs(tiny_run):
     assert set(results["test_last"]["t2i"]) >= {"global", "parts", "relation", "sum"}
     assert "test_selected" in results and results["selection"]["split"] == "val"
     assert (tiny_run / "config.yaml").exists()
+
+
+def test_results_report_the_reference_protocol(tiny_run):
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    results = json.loads((tiny_run / "results.json").read_text())
+    protocol = results["reference_protocol"]
+    candidates = [(row[f"test/{term}/R1"], row["epoch"], term) for row in rows
+                  for term in ("global", "parts", "relation", "sum")]
+    best = max(candidates, key=lambda c: c[0])  # max() keeps the first maximum: earliest epoch, then term
+    assert (protocol["R1"], protocol["epoch"], protocol["term"]) == best
+    row = next(r for r in rows if r["epoch"] == best[1])
+    for metric in ("R5", "R10", "mAP", "mINP", "mAP_trapezoid"):
+        assert protocol[metric] == row[f"test/{best[2]}/{metric}"]
+    assert protocol["split"] == "test" and "optimistic" in protocol["label"]
+    last = results["test_last"]["t2i"]  # the last epoch's per-epoch test figures are test_last's
+    assert rows[-1]["test/sum/R1"] == last["sum"]["R1"] and all(r["steps"] > 0 for r in rows)
+
+
+def test_best_checkpoint_keeps_no_training_state(tiny_run):
+    from ssan.checkpoint import TRAINING_KEYS
+
+    best = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
+    last = load_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    assert not set(TRAINING_KEYS) & set(best) and set(TRAINING_KEYS) <= set(last)
+    assert best["model"].keys() == last["model"].keys() and best["history"]
+    assert (tiny_run / "checkpoints" / "best.pt").stat().st_size < (tiny_run / "checkpoints" / "last.pt").stat().st_size
 
 
 def test_checkpoint_holds_everything_and_loads_strictly(tiny_run):
@@ -165,6 +191,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(prepared_synth, tiny_r
     assert load_checkpoint(interrupted / "checkpoints" / "last.pt")["step_in_epoch"] == 2
     Trainer.from_config(config, prepared_synth, interrupted, device="cpu", resume=True).fit()
     _assert_same_run(tiny_run, interrupted)
+    full = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[0])["steps"]
+    assert json.loads((interrupted / "metrics.jsonl").read_text().splitlines()[0])["steps"] == full - 2
     rows = (interrupted / "metrics.jsonl").read_text().splitlines()
     reference = (tiny_run / "metrics.jsonl").read_text().splitlines()
     strip = ("time_s", "pairs_per_s", "steps")
@@ -199,6 +227,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(prepared_synth, tin
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_device_choice_under_torchrun(monkeypatch):
+    from ssan.devices import resolve_device
+    from ssan.errors import SsanError
+
+    assert resolve_device("cpu", local_rank=3) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SsanError, match="CUDA is not available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda", local_rank=2) == torch.device("cuda", 2)
+    assert resolve_device("cuda:2", local_rank=2) == torch.device("cuda", 2)
+    with pytest.raises(SsanError, match="local rank"):
+        resolve_device("cuda:0", local_rank=2)
 
 
 # -------------------------------------------------------------------- CLI

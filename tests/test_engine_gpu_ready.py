@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import ssan.losses.ranking as ranking
+from ssan.checkpoint import load_checkpoint
 from ssan.config import load_config
-from ssan.engine.checkpoint import load_checkpoint
 from ssan.engine.trainer import Trainer
 from ssan.losses import LossContext, SSANCriterion, StepInputs
 from ssan.models import SSAN

@@ -146,9 +146,9 @@ def test_evaluate_model_on_prepared_split(prepared_synth):
 @pytest.fixture()
 def handmade_checkpoint(prepared_synth, tmp_path):
     """A random-init tiny SSAN saved in the checkpoint schema (fast, no training)."""
+    from ssan.checkpoint import save_checkpoint
     from ssan.config import Config
     from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
 
     prepared = load_prepared(prepared_synth)
     model = tiny_model(len(prepared.vocab))
@@ -168,8 +168,8 @@ def test_evaluate_checkpoint_with_its_own_or_another_vocabulary(handmade_checkpo
     state = torch.load(handmade_checkpoint, weights_only=True)
     lost = state["vocab"][-1]
     state["vocab"] = state["vocab"][:-1] + ["zzz-not-a-word"]
+    from ssan.checkpoint import save_checkpoint
     from ssan.data import load_prepared
-    from ssan.engine.checkpoint import save_checkpoint
 
     other = save_checkpoint(tmp_path / "other.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
     results = evaluate_checkpoint(other, prepared_synth, device="cpu", progress=False)

@@ -14,7 +14,8 @@ pytest.importorskip("onnxruntime")
 
 from helpers import run_cli, save_random_checkpoint
 from ssan.errors import SsanError  # noqa: E402
-from ssan.export import ExportTextEncoder, _reverse_within, export_onnx, stripe_windows  # noqa: E402
+from ssan.export import ExportTextEncoder, _reverse_within, export_onnx  # noqa: E402
+from ssan.models.layers import stripe_windows  # noqa: E402
 from ssan.search import GalleryIndex, GalleryIndexError, Searcher  # noqa: E402
 
 PARITY = 1e-4
@@ -49,7 +50,7 @@ def test_stripe_windows_match_adaptive_max_pool(height):
 
 
 def test_export_friendly_text_encoder_equals_packed_lstm(checkpoint):
-    from ssan.engine.checkpoint import load_model
+    from ssan.checkpoint import load_model
 
     model, _, _ = load_model(checkpoint)
     wrapper = ExportTextEncoder(model).eval()
@@ -77,8 +78,8 @@ def test_export_parity_and_meta(exported, checkpoint):
 
 
 def test_onnx_dynamic_batch_and_length(exported, checkpoint):
-    from ssan.engine.checkpoint import load_model
-    from ssan.export import OnnxEncoders
+    from ssan.checkpoint import load_model
+    from ssan.search.onnx_backend import OnnxEncoders
 
     out, _ = exported
     model, _, _ = load_model(checkpoint)
@@ -182,3 +183,14 @@ def test_export_is_written_whole_or_not_at_all(checkpoint, exported, tmp_path, m
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier export is intact
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert first["fingerprint"] == exported[1]["fingerprint"]
+
+
+def test_parity_verdict_is_library_code():
+    from ssan.export import TOLERANCE, parity_report
+
+    assert parity_report({"parity": None}) is None
+    meta = {"parity": {"image/global": 1e-6, "text/parts": 3e-4}, "parity_scale": {"image/global": 0.5,
+                                                                                   "text/parts": 2.0}}
+    report = parity_report(meta)
+    assert report["rows"][1] == ("text/parts", 3e-4, 1.5e-4) and report["worst"] == 1.5e-4
+    assert not report["passed"] and parity_report(meta, tolerance=2e-4)["passed"] and TOLERANCE == 1e-4

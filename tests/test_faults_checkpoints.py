@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from helpers import run_cli
-from ssan.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
+from ssan.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ssan.errors import CheckpointError
 
 
@@ -354,7 +354,7 @@ def test_resume_with_another_vocabulary_is_refused(copied_run, tiny_overrides, o
 # ------------------------------------------------------------------ data lost
 WRITER = """
 import io, os, sys, time, torch
-from ssan.engine.checkpoint import save_checkpoint
+from ssan.checkpoint import save_checkpoint
 original_save = torch.save
 
 def half_save(obj, handle, *args, **kwargs):  # stop with half the bytes in the temporary file

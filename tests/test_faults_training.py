@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssan.engine.checkpoint import load_checkpoint
+from ssan.checkpoint import load_checkpoint
 from ssan.errors import CheckpointError
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,6 @@ Every test runs twice on the CPU: with the compiled (Numba) kernel and with the 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssan.evaluation import RankMetricAccumulator, _compiled, _ranking, rank_metrics
+from ssan.evaluation import RankMetricAccumulator, _compiled, _ranking, rank_metrics, set_rank_kernel
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
@@ -25,14 +24,10 @@ def cpu_kernel(request):
     """Runs the module's tests once per CPU path (module scope: hypothesis-friendly)."""
     if request.param == "numba" and not HAS_NUMBA:
         pytest.skip("Numba is not installed (pip install 'ssan[fast]')")
-    previous = os.environ.get("SSAN_RANK_KERNEL")
-    os.environ["SSAN_RANK_KERNEL"] = request.param
+    previous = set_rank_kernel(request.param)
     assert _compiled.kernel_name() == request.param
     yield request.param
-    if previous is None:
-        os.environ.pop("SSAN_RANK_KERNEL", None)
-    else:
-        os.environ["SSAN_RANK_KERNEL"] = previous
+    set_rank_kernel(previous)
 
 
 def naive_metrics(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
@@ -287,20 +282,19 @@ def test_rows_longer_than_a_float32_count_span(cpu_kernel):
 
 
 def test_kernel_selection(monkeypatch):
-    monkeypatch.setenv("SSAN_RANK_KERNEL", "fortran")
-    with pytest.raises(ValueError, match="SSAN_RANK_KERNEL must be one of auto, numba, numpy"):
-        rank_metrics([[0.1, 0.2]], [1], [1, 2])
-    monkeypatch.setenv("SSAN_RANK_KERNEL", "numpy")
+    monkeypatch.setattr(_compiled, "_state", dict(_compiled._state))
+    with pytest.raises(ValueError, match="must be one of auto, numba, numpy"):
+        set_rank_kernel("fortran")
+    set_rank_kernel("numpy")
     assert _compiled.kernel() is None and _compiled.kernel_name() == "numpy"
 
 
 def test_without_numba_falls_back_or_fails_when_asked(monkeypatch):
-    monkeypatch.setattr(_compiled, "_state", {})
+    monkeypatch.setattr(_compiled, "_state", {"choice": "auto"})
     monkeypatch.setitem(sys.modules, "ssan.evaluation._rank_kernel", None)  # import raises ImportError
-    monkeypatch.setenv("SSAN_RANK_KERNEL", "auto")
     assert _compiled.kernel_name() == "numpy"
     assert rank_metrics([SCORES], [1], GALLERY)["mINP"] == pytest.approx(75.0)
-    monkeypatch.setenv("SSAN_RANK_KERNEL", "numba")
+    set_rank_kernel("numba")
     with pytest.raises(RuntimeError, match="Numba is not installed"):
         rank_metrics([SCORES], [1], GALLERY)
 

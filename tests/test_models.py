@@ -12,6 +12,7 @@ import torchvision
 import ssan.models._word_max as word_max_module
 from ssan.errors import CheckpointError, ConfigError
 from ssan.models import (
+    BACKBONES,
     SSAN,
     ArchitectureError,
     PartRelation,
@@ -19,6 +20,7 @@ from ssan.models import (
     SmallCNN,
     TextEncoder,
     WordAttention,
+    build_backbone,
     feature_terms,
     flatten_features,
     global_text_max,
@@ -313,6 +315,23 @@ def test_word_attention_keeps_the_default_initialisation():
     words = torch.rand(4, 20, channels) * 0.6 - 0.3  # LSTM states: |e| < 1, typically a few tenths
     _, scores = wam(words, torch.ones(4, 20, dtype=torch.bool))
     assert 0.4 < scores.min() and scores.max() < 0.6  # every score starts near 0.5
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_registered_backbone_outputs_the_channels_it_reports(name):
+    from ssan.config import ModelConfig
+
+    entry = BACKBONES.get(name)
+    channels = entry.channels(ModelConfig(hidden_dim=40))
+    config = ModelConfig(backbone=name, hidden_dim=channels, cnn_width=8)
+    fmap = build_backbone(config).eval()(torch.randn(2, 3, 64, 32))
+    assert fmap.dim() == 4 and fmap.shape[:2] == (2, channels)
+    model = SSAN(20, config, embed_dim=16, word_dim=8)
+    with torch.no_grad():
+        assert model.encode_image(torch.randn(2, 3, 64, 32))["parts"].shape == (2, 6, 16)
+    if entry.out_channels is not None:
+        with pytest.raises(ArchitectureError, match=f"hidden_dim={channels}"):
+            SSAN(20, config, hidden_dim=channels + 8)
 
 
 def test_architecture_errors_are_clear():

@@ -79,8 +79,8 @@ def test_index_folder_skips_unreadable_files_with_a_warning(gallery, random_chec
 
 def _reference_scores(checkpoint, paths, query):
     """SSAN similarity of ``query`` to each image, computed without the index."""
+    from ssan.checkpoint import load_model
     from ssan.data import build_transforms, load_rgb
-    from ssan.engine.checkpoint import load_model
     from ssan.models import similarity
 
     model, vocab, _ = load_model(checkpoint)

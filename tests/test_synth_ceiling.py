@@ -11,8 +11,9 @@ import pytest
 from ssan.data import generate_synthetic, prepare_dataset
 from ssan.data._synth_people import Person, sample_identities
 from ssan.data._synth_text import COLOUR_WORDS, SHOE_NOUNS, SUBJECTS, caption, caption_with_facts
+from ssan.data.formats import DATASET_FORMATS
 from ssan.data.prepared import load_prepared
-from ssan.data.synth import FORMATS, MANIFEST, TRUTH
+from ssan.data.synth import MANIFEST, TRUTH
 from ssan.data.synth_ceiling import caption_ceiling, load_truth, oracle_inputs, oracle_similarity
 from ssan.errors import DataError
 from ssan.evaluation.metrics import rank_metrics
@@ -171,10 +172,10 @@ ANNOTATION_SHA256 = {
 }
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fmt", DATASET_FORMATS.names())
 def test_annotation_bytes_unchanged_and_truth_listed(tmp_path, fmt):
     manifest = generate_synthetic(tmp_path / fmt, ids=12, size=(32, 16), seed=5, fmt=fmt)
-    annotation = (tmp_path / fmt / FORMATS[fmt]["file"]).read_bytes()
+    annotation = (tmp_path / fmt / DATASET_FORMATS.get(fmt).files[0]).read_bytes()
     assert hashlib.sha256(annotation).hexdigest() == ANNOTATION_SHA256[fmt]
     assert manifest["truth"] == TRUTH
     assert json.loads((tmp_path / fmt / MANIFEST).read_text())["truth"] == TRUTH

@@ -193,4 +193,4 @@ def test_a_registered_detector_is_a_cli_choice_and_its_boxes_are_tracked(scene, 
         assert sum(calls) == 40
         assert len(index) == len(json.loads((scene / "people.json").read_text())["people"])
     finally:
-        DETECTORS.pop("ground-truth")
+        DETECTORS.unregister("ground-truth")

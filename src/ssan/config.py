@@ -34,6 +34,7 @@ class DataConfig:
     eval_batch_size: int = 128  # batch size used to encode galleries and queries
     num_workers: int = 2  # DataLoader worker processes (kept alive across epochs)
     flip: bool = True  # random horizontal flip during training
+    cache_images: bool = False  # keep decoded training images in memory (small sets; per worker process)
 
 
 @dataclass

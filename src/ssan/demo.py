@@ -29,6 +29,7 @@ from ssan._files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+DEMO_FORMAT = "cuhk-pedes"  # the layout the demo's synthetic set is written in
 DEMO_IDS = 1100  # 10% test identities x 5 images = 550 test gallery images
 DEMO_IMAGES_PER_ID = 5
 DEMO_SIZE = (64, 32)
@@ -46,7 +47,7 @@ def run_demo(
 ) -> dict:
     """Run the demo; returns ``{"metrics": ..., "timings": ..., "paths": ...}``."""
     from ssan.config import load_config
-    from ssan.data import generate_synthetic, prepare_dataset
+    from ssan.data import dataset_format, generate_synthetic, prepare_dataset
     from ssan.engine.trainer import Trainer
 
     out = Path(output)
@@ -56,8 +57,9 @@ def run_demo(
     timings: dict = {}
     started = time.perf_counter()
     synth_dir, prepared_dir, run_dir = out / "synth", out / "prepared", out / "run"
-    if (synth_dir / "reid_raw.json").exists():
-        _check_existing_set(synth_dir, {"format": "cuhk-pedes", "seed": seed, "ids": ids,
+    annotation = dataset_format(DEMO_FORMAT).files[0]
+    if (synth_dir / annotation).exists():
+        _check_existing_set(synth_dir, {"format": DEMO_FORMAT, "seed": seed, "ids": ids,
                                         "images_per_id": images_per_id, "size": list(DEMO_SIZE)})
     else:
         log.info("generating the synthetic set: %d identities x %d images", ids, images_per_id)
@@ -66,7 +68,7 @@ def run_demo(
     timings["generate_s"] = time.perf_counter() - started
     if not (prepared_dir / "summary.json").exists():
         log.info("preparing it")
-        prepare_dataset("cuhk-pedes", synth_dir, prepared_dir)
+        prepare_dataset(DEMO_FORMAT, synth_dir, prepared_dir)
     timings["prepare_s"] = time.perf_counter() - started - timings["generate_s"]
 
     config = load_config("synth", [f"train.seed={seed}", *overrides])

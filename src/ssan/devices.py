@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Union
 
 import torch
@@ -9,6 +10,11 @@ import torch
 from ssan.errors import SsanError
 
 Device = Optional[Union[str, torch.device]]
+
+
+def loader_workers() -> int:
+    """Default image-loading processes of the encoding commands: the cores but one, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def resolve_device(requested: Device = None, local_rank: Optional[int] = None) -> torch.device:

@@ -1,4 +1,4 @@
-"""ONNX export of SSAN's image and text encoders, and onnxruntime encoders for search.
+"""ONNX export of SSAN's image and text encoders, checked against PyTorch with onnxruntime.
 
 ``export_onnx(checkpoint, out_dir)`` writes::
 
@@ -30,21 +30,26 @@ import warnings
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssan.errors import SsanError
 from ssan.models import LEAKY_SLOPE, global_text_max
+from ssan.models.layers import stripe_windows
+from ssan.search.onnx_backend import (
+    FORMAT,
+    IMAGE_FILE,
+    META_FILE,
+    TEXT_FILE,
+    VERSION,
+    OnnxEncoders,
+    read_export_meta,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ssan-onnx"
-VERSION = 1
-IMAGE_FILE = "image.onnx"
-TEXT_FILE = "text.onnx"
-META_FILE = "meta.json"
+TOLERANCE = 1e-4  # largest accepted |onnx - torch|, relative to the output's scale max(1, max |torch|)
 TERMS_WITH_PARTS = ("global", "parts", "relation")
 
 
@@ -114,11 +119,6 @@ class ExportTextEncoder(nn.Module):
         part_words, attention = self.word_attention(chunks[1], mask)
         parts = F.leaky_relu(self.part_proj(part_words), LEAKY_SLOPE)
         return global_feat, parts, self.relation(parts), attention
-
-
-def stripe_windows(height: int, num_parts: int) -> list:
-    """Row windows ``[(start, end), ...]`` of ``adaptive_max_pool2d(x, (num_parts, 1))`` on ``height`` rows."""
-    return [((k * height) // num_parts, -((-(k + 1) * height) // num_parts)) for k in range(num_parts)]
 
 
 class ExportImageEncoder(nn.Module):
@@ -209,8 +209,8 @@ def export_onnx(checkpoint: Union[str, Path], out_dir: Union[str, Path], opset: 
         the meta dict written to ``out_dir/meta.json`` (``"parity"``: max abs diff per output,
         ``"parity_scale"``: max abs value of the PyTorch output, for relative errors).
     """
+    from ssan.checkpoint import load_model
     from ssan.data._io import atomic_directory
-    from ssan.engine.checkpoint import load_model
 
     _require_packages(verify)
     checkpoint = Path(checkpoint).expanduser().resolve()
@@ -249,8 +249,8 @@ def _may_replace_export(path: Path) -> bool:
 
 def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, opset: int, verify: bool) -> dict:
     """The graphs and meta.json into ``out_dir``, then the parity check when ``verify``."""
-    from ssan.engine.checkpoint import checkpoint_fingerprint
-    from ssan.search.encoders import data_settings
+    from ssan.checkpoint import checkpoint_fingerprint
+    from ssan.search.encoders import data_settings  # search never imports this module
 
     height, width, max_length = data_settings(state)
     _export_graphs(model, out_dir, height, width, max_length, opset)
@@ -269,82 +269,14 @@ def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, op
     return meta
 
 
-def read_export_meta(onnx_dir: Union[str, Path]) -> dict:
-    """Read and check the ``meta.json`` of an export folder."""
-    path = Path(onnx_dir) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SsanError(f"cannot read ONNX export description {path}: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise SsanError(f"{path} is not an ssan ONNX export (version {VERSION})")
-    return meta
+def parity_report(meta: dict, tolerance: float = TOLERANCE) -> Optional[dict]:
+    """The verdict on an export's parity check: ``{"rows": [(output, max |diff|, relative)],
+    "worst": largest relative difference, "tolerance", "passed"}``; None when it was not checked.
 
-
-def _session(path: Path, providers: list, threads: Optional[int] = None):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SsanError("the onnx backend needs onnxruntime: pip install 'ssan[export]'") from None
-    if not path.is_file():
-        raise SsanError(f"ONNX model {path} not found; run `ssan export`")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-
-
-class OnnxEncoders:
-    """The exported encoders on onnxruntime, with the interface of the torch encoders.
-
-    Args:
-        onnx_dir: folder written by :func:`export_onnx`.
-        device: ``cpu``, or ``cuda`` to prefer onnxruntime's CUDA provider when installed.
-        threads: onnxruntime intra-op threads (None: its default, one per core).
+    A difference is relative to the output's scale, max(1, max |torch|).
     """
-
-    backend = "onnx"
-
-    def __init__(self, onnx_dir: Union[str, Path], device: str = "cpu", threads: Optional[int] = None):
-        import onnxruntime as ort
-
-        onnx_dir = Path(onnx_dir)
-        self.meta = read_export_meta(onnx_dir)
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.image_session = _session(onnx_dir / IMAGE_FILE, providers, threads)
-        self.text_session = _session(onnx_dir / TEXT_FILE, providers, threads)
-
-    def image(self, images) -> dict:
-        """images: B x 3 x H x W (tensor or array) -> feature dict of CPU tensors."""
-        feed = {"images": np.ascontiguousarray(_numpy(images), dtype=np.float32)}
-        values = self.image_session.run(self.meta["outputs"]["image"], feed)
-        return {name: torch.from_numpy(v) for name, v in zip(self.meta["outputs"]["image"], values)}
-
-    def text(self, tokens, lengths) -> dict:
-        """tokens: B x L ids (0-padded), lengths: B -> feature dict (+ "attention")."""
-        feed = {"tokens": np.ascontiguousarray(_numpy(tokens), dtype=np.int64),
-                "lengths": np.ascontiguousarray(_numpy(lengths), dtype=np.int64)}
-        values = self.text_session.run(self.meta["outputs"]["text"], feed)
-        return {name: torch.from_numpy(v) for name, v in zip(self.meta["outputs"]["text"], values)}
-
-
-def _numpy(value) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
-def load_onnx_encoders(onnx_dir: Union[str, Path], device: str = "cpu", threads: Optional[int] = None):
-    """(OnnxEncoders, EncoderInfo) from an export folder."""
-    from ssan.data.vocab import Vocabulary
-    from ssan.search.encoders import EncoderInfo
-
-    encoders = OnnxEncoders(onnx_dir, device=device, threads=threads)
-    meta = encoders.meta
-    info = EncoderInfo(
-        fingerprint=meta["fingerprint"], vocab=Vocabulary(meta["vocab"]), height=int(meta["input"]["height"]),
-        width=int(meta["input"]["width"]), max_length=int(meta["max_length"]),
-        checkpoint=meta["checkpoint"], arch=meta["arch"], backend="onnx",
-    )
-    return encoders, info
+    if meta.get("parity") is None:
+        return None
+    rows = [(name, diff, diff / max(1.0, meta["parity_scale"][name])) for name, diff in meta["parity"].items()]
+    worst = max((relative for _, _, relative in rows), default=0.0)
+    return {"rows": rows, "worst": worst, "tolerance": tolerance, "passed": worst <= tolerance}

@@ -6,9 +6,6 @@ import argparse
 
 HELP = "export the encoders to ONNX (verified against PyTorch with onnxruntime)"
 
-TOLERANCE = 1e-4  # largest accepted |onnx - torch|, relative to the output's scale max(1, max |torch|)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint")
     parser.add_argument("--out", required=True, help="folder for image.onnx, text.onnx and meta.json")
@@ -17,20 +14,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssan.export import export_onnx  # checks for the export extra before any work
+    from ssan.export import export_onnx, parity_report  # checks for the export extra before any work
 
     meta = export_onnx(args.checkpoint, args.out, opset=args.opset, verify=not args.no_verify)
     print(f"exported to {args.out}: image.onnx, text.onnx, meta.json (opset {args.opset})")
-    if meta["parity"] is None:
+    report = parity_report(meta)
+    if report is None:
         return 0
     print("max |onnx - torch| per output (and relative to max |torch|):")
-    worst = 0.0
-    for name, diff in meta["parity"].items():
-        relative = diff / max(1.0, meta["parity_scale"][name])
-        worst = max(worst, relative)
+    for name, diff, relative in report["rows"]:
         print(f"  {name:<16} {diff:.3e}  (relative {relative:.1e})")
-    if worst > TOLERANCE:
-        print(f"parity check FAILED: relative difference {worst:.1e} > {TOLERANCE:.0e}")
+    if not report["passed"]:
+        print(f"parity check FAILED: relative difference {report['worst']:.1e} > {report['tolerance']:.0e}")
         return 1
-    print(f"parity check passed (relative differences <= {TOLERANCE:.0e})")
+    print(f"parity check passed (relative differences <= {report['tolerance']:.0e})")
     return 0

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", help="folder of `ssan export` (onnx backend; default: OUT/onnx)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoding batch")
-    parser.add_argument("--workers", type=int, default=0, help="image loading processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image loading processes (default: the cores but one, at most 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_video_arguments(parser.add_argument_group("footage (with --video)"))
 
@@ -48,7 +49,7 @@ def _add_video_arguments(group) -> None:
     defaults = IngestOptions()
     group.add_argument("--detections", help="person boxes in MOTChallenge format (frame,id,x,y,w,h,conf,...): "
                                             "a file for one source, or a folder of <video stem>.txt")
-    group.add_argument("--detector", choices=list(DETECTORS), help="find the people with this detector instead")
+    group.add_argument("--detector", choices=DETECTORS.names(), help="find the people with this detector instead")
     group.add_argument("--detector-weights", help="local weights file of the detector "
                                                   "(default: torchvision's cache; never downloaded)")
     group.add_argument("--min-score", type=float, default=None,
@@ -64,10 +65,19 @@ def _add_video_arguments(group) -> None:
                        help="frame rate of folders of frames without a seqinfo.ini")
 
 
-def default_device(device):
-    import torch
+def default_device(device) -> str:
+    from ssan.devices import resolve_device
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(resolve_device(device))
+
+
+def _workers(args) -> int:
+    from ssan.devices import loader_workers
+    from ssan.errors import SsanError
+
+    if args.workers is not None and args.workers < 0:
+        raise SsanError(f"--workers must be 0 or more, got {args.workers}")
+    return loader_workers() if args.workers is None else args.workers
 
 
 def _spec(args):
@@ -125,7 +135,7 @@ def _run_video(args, spec, onnx_dir) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ssan.engine import distributed
+    from ssan import distributed
     from ssan.errors import SsanError
     from ssan.search import GalleryIndex
 
@@ -135,11 +145,12 @@ def run(args: argparse.Namespace) -> int:
     _check_video_options(args)
     if args.video is not None:
         return _run_video(args, _spec(args), onnx_dir)
+    distributed.init_distributed(args.device)  # the entry point joins torchrun's process group
     try:
         index = GalleryIndex.build(
             args.out, args.checkpoint, images=args.images, data=args.data, split=args.split, spec=_spec(args),
             add=args.add, overwrite=args.overwrite, backend=args.backend, onnx_dir=onnx_dir,
-            device=default_device(args.device), batch_size=args.batch_size, num_workers=args.workers,
+            device=default_device(args.device), batch_size=args.batch_size, num_workers=_workers(args),
             recall_queries=args.recall_queries, progress=not args.no_progress,
         )
     finally:

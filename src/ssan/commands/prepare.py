@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ssan.data.formats import DATASETS
+from ssan.data.formats import DATASET_FORMATS
 from ssan.data.prepare import DEFAULT_OUT, prepare_dataset
 
 HELP = "check a dataset (every record and image) and write the vocabulary and prepared splits"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset layout")
+    parser.add_argument("--dataset", required=True, choices=DATASET_FORMATS.names(),
+                        help="dataset layout (a registered format)")
     parser.add_argument("--root", required=True, help="dataset folder (annotation file + imgs/)")
     parser.add_argument("--out", default=None, help=f"output folder (default: ROOT/{DEFAULT_OUT})")
     parser.add_argument("--min-count", type=int, default=2, help="keep words seen this often in train (default: 2)")

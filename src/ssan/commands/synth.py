@@ -6,7 +6,8 @@ import argparse
 import re
 import time
 
-from ssan.data.synth import FORMATS, generate_synthetic
+from ssan.data.formats import DATASET_FORMATS
+from ssan.data.synth import generate_synthetic
 
 HELP = "generate the synthetic pedestrian dataset (images + captions) in a real dataset's layout"
 
@@ -28,7 +29,7 @@ def _captions(text: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="dataset folder to create (annotation file + imgs/)")
-    parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="cuhk-pedes",
+    parser.add_argument("--format", dest="fmt", choices=DATASET_FORMATS.names(), default="cuhk-pedes",
                         help="layout to write (default: cuhk-pedes)")
     parser.add_argument("--ids", type=int, default=500, help="number of identities (default: 500)")
     parser.add_argument("--images-per-id", type=int, default=None,

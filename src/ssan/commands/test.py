@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--i2t", action="store_true", help="also report image -> text retrieval")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="encoding batch size (default: the checkpoint's data.eval_batch_size)")
-    parser.add_argument("--workers", type=int, default=0, help="image loading processes (default: 0)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image loading processes (default: the cores but one, at most 8)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument("--memory-budget-mb", type=float, default=512,
                         help="largest similarity chunk held at once, in MiB (default: 512)")
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssan.devices import loader_workers, resolve_device
     from ssan.errors import SsanError
     from ssan.evaluation import evaluate_checkpoint, format_metrics_table
 
@@ -31,14 +33,12 @@ def run(args: argparse.Namespace) -> int:
         raise SsanError(f"--batch-size must be positive, got {args.batch_size}")
     if args.memory_budget_mb <= 0:
         raise SsanError(f"--memory-budget-mb must be positive, got {args.memory_budget_mb}")
-    if args.device and args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SsanError(f"device {args.device!r} was asked for but CUDA is not available")
+    workers = loader_workers() if args.workers is None else args.workers
+    if workers < 0:
+        raise SsanError(f"--workers must be 0 or more, got {workers}")
     results = evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, device=args.device, i2t=args.i2t,
-        batch_size=args.batch_size, num_workers=args.workers, memory_budget_mb=args.memory_budget_mb,
+        args.checkpoint, args.data, split=args.split, device=resolve_device(args.device), i2t=args.i2t,
+        batch_size=args.batch_size, num_workers=workers, memory_budget_mb=args.memory_budget_mb,
         progress=not args.no_progress,
     )
     if args.json:

@@ -48,17 +48,21 @@ class TrainDataset(Dataset):
             trainer uses its ``uint8`` form and normalises on the device).
         max_length: captions are truncated to this many tokens.
         seed: seed of the weak-positive draws.
+        cache_images: keep each transformed image in memory after its first load (the
+            transform must be deterministic; with worker processes each worker holds its own
+            copy). For small sets: it takes image decoding off every epoch after the first.
     Sample: ``image`` 3xHxW, ``tokens`` (T,) long, ``weak_tokens`` (T',) long, ``label``, ``id``,
     ``index`` (the pair index, without the epoch).
     """
 
     def __init__(self, records: Sequence[dict], image_root: Union[str, Path], transform: Transform,
-                 max_length: int = 100, seed: int = 0):
+                 max_length: int = 100, seed: int = 0, cache_images: bool = False):
         self.records = list(records)
         self.image_root = Path(image_root)
         self.transform = transform
         self.max_length = max_length
         self.seed = seed
+        self._cache: Optional[Dict[int, torch.Tensor]] = {} if cache_images else None
         _check_tokens(self.records)
         self.samples: List[Tuple[int, int]] = [(r, c) for r, rec in enumerate(self.records)
                                                for c in range(len(rec["tokens"]))]
@@ -87,6 +91,15 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image(self, record: int) -> torch.Tensor:
+        """The transformed image of record ``record`` (from the cache when it is on)."""
+        if self._cache is not None and record in self._cache:
+            return self._cache[record]
+        image = self.transform(load_rgb(self.image_root / self.records[record]["image"]))
+        if self._cache is not None:
+            self._cache[record] = image
+        return image
+
     def key(self, index: int, epoch: int) -> int:
         """The sample key of pair ``index`` in ``epoch`` (what the training sampler yields)."""
         return int(epoch) * len(self.samples) + int(index)
@@ -106,7 +119,7 @@ class TrainDataset(Dataset):
         record = self.records[r]
         weak_r, weak_c = self.weak_choice(index, epoch)
         return {
-            "image": self.transform(load_rgb(self.image_root / record["image"])),
+            "image": self.image(r),
             "tokens": _tokens(record["tokens"][c], self.max_length),
             "weak_tokens": _tokens(self.records[weak_r]["tokens"][weak_c], self.max_length),
             "label": record["label"],

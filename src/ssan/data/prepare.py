@@ -1,6 +1,6 @@
 """``ssan prepare``: validate a dataset, build the vocabulary and write the prepared directory.
 
-Rules (SSAN reference pipeline, see docs/ssan-method.md section 1):
+Rules (SSAN reference pipeline, see docs/method.md section 1):
 - vocabulary from the **train** split only, words seen at least ``min_count`` times, id 0 padding;
   unknown words are dropped (``drop_unknown=False`` maps them to ``<unk>``, id 1, instead);
 - captions truncated to ``max_length`` tokens; a caption left with no token is skipped and
@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from tqdm import tqdm
 
 from ssan.data._io import atomic_directory, dumps
-from ssan.data.formats import (
+from ssan.data.annotations import (
     Annotations,
     Problem,
     Record,

@@ -38,26 +38,14 @@ from ssan.data._io import atomic_directory
 from ssan.data._synth_draw import render_person
 from ssan.data._synth_people import Person, sample_identities
 from ssan.data._synth_text import FACT_FIELDS, caption_with_facts
-from ssan.data.vocab import tokenize
+from ssan.data.formats import DatasetFormat, dataset_format
 from ssan.errors import DataError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "ssan-synth.json"
 TRUTH = "ssan-synth-truth.json"
-FORMATS: Dict[str, dict] = {
-    "cuhk-pedes": {"file": "reid_raw.json", "id_base": 1, "splits": ("train", "val", "test"),
-                   "images_per_id": 4, "captions": (1, 3)},
-    "icfg-pedes": {"file": "ICFG-PEDES.json", "id_base": 0, "splits": ("train", "test"),
-                   "images_per_id": 4, "captions": (1, 1)},
-    "rstpreid": {"file": "data_captions.json", "id_base": 0, "splits": ("train", "val", "test"),
-                 "images_per_id": 5, "captions": (2, 2)},
-}
-
-
-def _check_args(fmt, ids, images_per_id, captions, size, splits, workers) -> None:
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+def _check_args(ids, images_per_id, captions, size, splits, workers) -> None:
     if ids < 1 or images_per_id < 1:
         raise DataError(f"ids and images_per_id must be >= 1 (got {ids}, {images_per_id})")
     if captions[0] < 1 or captions[1] < captions[0]:
@@ -100,35 +88,6 @@ def _assign_splits(groups: List[List[Person]], fractions: Sequence[float], names
     return {name: sorted(idx) for name, idx in result.items()}
 
 
-def _image_paths(fmt: str, raw_id: int, count: int, rng: np.random.Generator) -> List[str]:
-    if fmt == "cuhk-pedes":
-        source = ("CUHK01", "CUHK03", "Market")[int(rng.integers(3))]
-        if source == "CUHK01":
-            return [f"CUHK01/{raw_id:04d}{k + 1:03d}.png" for k in range(count)]
-        if source == "CUHK03":
-            return [f"CUHK03/{raw_id}_{k + 1}.png" for k in range(count)]
-        return [f"Market/{raw_id:04d}_c{int(rng.integers(1, 7))}s1_{k * 25 + int(rng.integers(25)):06d}_00.jpg"
-                for k in range(count)]
-    if fmt == "icfg-pedes":
-        folder = ("train", "test")[int(rng.integers(2))]
-        msmt = (raw_id * 7919 + 627) % 10000 + 10000 * (raw_id // 10000)  # unique per identity
-        names = []
-        for k in range(count):
-            day = ("morning", "noon", "afternoon")[int(rng.integers(3))]
-            names.append(f"{folder}/{msmt:04d}/{msmt:04d}_{k:03d}_{int(rng.integers(1, 16)):02d}_"
-                         f"{int(rng.integers(101, 1232)):04d}{day}_{int(rng.integers(10000)):04d}_{k % 2}.jpg")
-        return names
-    return [f"{raw_id:04d}_c{int(rng.integers(1, 16))}_{k * 10 + int(rng.integers(10)):04d}.jpg"
-            for k in range(count)]
-
-
-def _record(fmt: str, split: str, raw_id: int, path: str, captions: List[str]) -> dict:
-    if fmt == "rstpreid":
-        return {"id": raw_id, "img_path": path, "captions": captions, "split": split}
-    return {"split": split, "captions": captions, "file_path": path,
-            "processed_tokens": [tokenize(c) for c in captions], "id": raw_id}
-
-
 def _identity(task: tuple) -> Tuple[List[dict], List[dict]]:
     """Draw and save the images of one identity; returns its annotation records and their truth
     entries (the captions' facts), in image order."""
@@ -136,9 +95,9 @@ def _identity(task: tuple) -> Tuple[List[dict], List[dict]]:
     records, truths, made = [], [], set()
     for k, path in enumerate(paths):
         rng = np.random.default_rng([seed, 2, index, k])
-        texts = [caption_with_facts(person, rng, tight=fmt == "rstpreid" and rng.random() < 0.8)
+        texts = [caption_with_facts(person, rng, tight=fmt.tight_captions > 0 and rng.random() < fmt.tight_captions)
                  for _ in range(int(rng.integers(captions[0], captions[1] + 1)))]
-        records.append(_record(fmt, split, raw_id, path, [text for text, _ in texts]))
+        records.append(fmt.record(split, raw_id, path, [text for text, _ in texts]))
         truths.append({"image": path, "id": raw_id, "captions": [{"text": t, **stated} for t, stated in texts]})
         image = render_person(person, size, np.random.default_rng([seed, 1, index, k]))
         target = Path(imgs) / path
@@ -204,9 +163,9 @@ def _may_replace(out: Path, overwrite: bool) -> bool:
     return True
 
 
-def _captions_range(value: Union[int, Sequence[int], None], fmt: str) -> Tuple[int, int]:
+def _captions_range(value: Union[int, Sequence[int], None], fmt: DatasetFormat) -> Tuple[int, int]:
     if value is None:
-        return FORMATS[fmt]["captions"] if fmt in FORMATS else (1, 3)
+        return tuple(fmt.captions)
     if isinstance(value, int):
         return value, value
     low, high = value
@@ -230,6 +189,8 @@ def generate_synthetic(
 
     Args:
         out: dataset root to create (annotation file + ``imgs/``), written atomically.
+        fmt: a registered dataset format (:mod:`ssan.data.formats`), which says how its files,
+            records and splits look.
         ids: number of identities; images_per_id: images each (format default 4, RSTPReid 5).
         captions_per_image: an int or an inclusive (min, max) range (format default: CUHK-PEDES
             1-3, ICFG-PEDES 1, RSTPReid 2).
@@ -237,31 +198,31 @@ def generate_synthetic(
         splits: identity fractions (train, val, test); workers: drawing processes.
         overwrite: replace an existing synthetic dataset at ``out`` (never another folder).
     """
-    images_per_id = images_per_id or FORMATS.get(fmt, {}).get("images_per_id", 4)
-    captions = _captions_range(captions_per_image, fmt)
+    spec = dataset_format(fmt)
+    images_per_id = images_per_id or spec.images_per_id
+    captions = _captions_range(captions_per_image, spec)
     size = (int(size[0]), int(size[1]))
-    _check_args(fmt, ids, images_per_id, captions, size, tuple(splits), workers)
-    spec = FORMATS[fmt]
+    _check_args(ids, images_per_id, captions, size, tuple(splits), workers)
     groups = sample_identities(ids, np.random.default_rng([seed, 0]))
     people = [p for g in groups for p in g]
-    assignment = _assign_splits(groups, splits, spec["splits"], np.random.default_rng([seed, 3]))
+    assignment = _assign_splits(groups, splits, spec.synth_splits, np.random.default_rng([seed, 3]))
     out = Path(out).absolute()
     if out.exists():
         _may_replace(out, overwrite)
-    tasks, raw_id = [], spec["id_base"]
-    for split in spec["splits"]:
+    tasks, raw_id = [], spec.id_base
+    for split in spec.synth_splits:
         for index in assignment[split]:
-            paths = _image_paths(fmt, raw_id, images_per_id, np.random.default_rng([seed, 4, index]))
-            tasks.append((fmt, people[index], index, raw_id, split, paths, size, seed, captions, None))
+            paths = spec.image_paths(raw_id, images_per_id, np.random.default_rng([seed, 4, index]))
+            tasks.append((spec, people[index], index, raw_id, split, paths, size, seed, captions, None))
             raw_id += 1
     with atomic_directory(out, lambda path: _may_replace(path, overwrite)) as tmp:
         records, truths = _run_all([t[:-1] + (str(tmp / "imgs"),) for t in tasks], workers)
-        (tmp / spec["file"]).write_text(json.dumps(records), encoding="utf-8")
+        (tmp / spec.files[0]).write_text(json.dumps(records), encoding="utf-8")
         truth = _truth(fmt, seed, tasks, groups, truths)
         (tmp / TRUTH).write_text(json.dumps(truth, separators=(",", ":")), encoding="utf-8")
         counts = {split: {"images": sum(r["split"] == split for r in records),
                           "captions": sum(len(r["captions"]) for r in records if r["split"] == split),
-                          "identities": len(assignment[split])} for split in spec["splits"]}
+                          "identities": len(assignment[split])} for split in spec.synth_splits}
         manifest = {
             "generator": "ssan-synth", "version": 1, "format": fmt, "seed": seed, "ids": ids,
             "images_per_id": images_per_id, "captions_per_image": list(captions), "size": list(size),
@@ -270,4 +231,4 @@ def generate_synthetic(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.debug("wrote %d images of %d identities to %s", len(records), ids, out)
-    return {**manifest, "out": str(out), "annotation": str(out / spec["file"])}
+    return {**manifest, "out": str(out), "annotation": str(out / spec.files[0])}

@@ -1,17 +1,9 @@
-"""Training engine: checkpoints, optimisation, distributed helpers and the trainer."""
+"""Training engine: the trainer and its builders, hooks, sampler, step, state and checkpoint writer.
 
-from ssan.engine.checkpoint import (
-    checkpoint_fingerprint,
-    load_checkpoint,
-    load_model,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+Checkpoint files themselves (the schema, loading, inference models) are :mod:`ssan.checkpoint`.
+"""
 
-__all__ = [
-    "checkpoint_fingerprint",
-    "load_checkpoint",
-    "load_model",
-    "model_from_checkpoint",
-    "save_checkpoint",
-]
+from ssan.engine.hooks import Hook
+from ssan.engine.trainer import NonFiniteLoss, Trainer
+
+__all__ = ["Hook", "NonFiniteLoss", "Trainer"]

@@ -4,7 +4,7 @@
 copies, then one synchronisation), then writes the file in a background thread while training
 goes on. One write is in flight at a time: the next ``save`` (and :meth:`wait`, called at the end
 of training and before anything reads the files) first waits for the previous one, and a failed
-write is raised there. Writes are atomic (:func:`ssan.engine.checkpoint.save_checkpoint`): a
+write is raised there. Writes are atomic (:func:`ssan.checkpoint.save_checkpoint`): a
 process killed mid-write leaves the previous file.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from ssan.engine.checkpoint import save_checkpoint
+from ssan.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -148,7 +148,7 @@ def restore_training_state(trainer, path) -> None:
     state carry over, and the GradScaler's state only from an fp16 run into an fp16 run.
     """
     from ssan import distributed
-    from ssan.engine.checkpoint import check_compatible, load_checkpoint
+    from ssan.checkpoint import check_compatible, load_checkpoint
     from ssan.errors import CheckpointError
     from ssan.losses.criterion import upgrade_state_dict
     from ssan.models._state_dict import strip_prefixes

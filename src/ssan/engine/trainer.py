@@ -1,17 +1,9 @@
 """The trainer: the paper's recipe, resumable checkpoints, DDP over the global batch, evaluation, hooks.
 
-Usage::
-
-    from ssan.config import load_config
-    from ssan.engine.trainer import Trainer
-
-    result = Trainer.from_config(load_config("synth"), "data/prepared", "runs/synth").fit()
-
-or with components of your own (``Trainer(config, prepared, model, criterion, optimizer,
-scheduler, dataset, output_dir, hooks=[...])``); ``from_config`` builds the default ones with the
-overridable class methods ``build_model``, ``build_criterion``, ``build_optimizer``,
-``build_scheduler`` and ``build_train_dataset``. Under ``torchrun``, join the process group
-first (``ssan.distributed.init_distributed()``, as ``ssan train`` does).
+``Trainer.from_config(load_config("synth"), "data/prepared", "runs/synth").fit()``, or
+``Trainer(config, prepared, model, criterion, optimizer, scheduler, dataset, output_dir,
+hooks=[...])`` with components of your own (see :mod:`ssan.engine.builders`). Under ``torchrun``,
+join the process group first (``ssan.distributed.init_distributed()``, as ``ssan train`` does).
 
 Run directory layout::
 
@@ -39,6 +31,7 @@ from ssan import distributed
 from ssan.config import Config, save_config
 from ssan.devices import resolve_device
 from ssan.engine import results as reports
+from ssan.engine.builders import ComponentBuilders
 from ssan.engine.checkpointer import CheckpointWriter
 from ssan.engine.hooks import Hook, HookList
 from ssan.engine.runtime import training_runtime
@@ -56,7 +49,7 @@ class NonFiniteLoss(SsanError):
     """The loss became NaN or infinite; training stopped without applying that step."""
 
 
-class Trainer:
+class Trainer(ComponentBuilders):
     """Trains an SSAN model on a prepared dataset.
 
     Args:
@@ -104,58 +97,6 @@ class Trainer:
         self.select_split = self._selection_split()
 
     # ------------------------------------------------------------------ setup
-    @classmethod
-    def from_config(cls, config: Config, data_dir: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
-                    *, device: Optional[str] = None, resume: bool = False, hooks: Iterable[Hook] = ()) -> Trainer:
-        """The trainer of ``config`` on the prepared dataset ``data_dir`` (today's ``ssan train``)."""
-        from ssan.data import load_prepared
-
-        prepared = load_prepared(data_dir)
-        info = distributed.current()
-        device = resolve_device(device, info.local_rank if info.enabled else None)
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation, without touching the caller's RNG
-            torch.manual_seed(config.train.seed)
-            model = cls.build_model(config, prepared)
-            criterion = cls.build_criterion(config, prepared)
-        optimizer = cls.build_optimizer(config, model, criterion)
-        return cls(config, prepared, model, criterion, optimizer, cls.build_scheduler(config, optimizer),
-                   cls.build_train_dataset(config, prepared), output_dir, device=device, resume=resume, hooks=hooks)
-
-    @classmethod
-    def build_model(cls, config: Config, prepared) -> nn.Module:
-        from ssan.models import SSAN
-
-        return SSAN(len(prepared.vocab), config.model)
-
-    @classmethod
-    def build_criterion(cls, config: Config, prepared) -> nn.Module:
-        from ssan.losses import build_criterion
-
-        return build_criterion(config.loss, prepared.num_classes, config.model)
-
-    @classmethod
-    def build_optimizer(cls, config: Config, model: nn.Module, criterion: nn.Module) -> torch.optim.Optimizer:
-        from ssan.engine.optim import build_optimizer
-
-        optim = config.optim
-        return build_optimizer(model, [criterion], lr=optim.lr, backbone_lr=optim.backbone_lr, betas=optim.betas,
-                               weight_decay=optim.weight_decay)
-
-    @classmethod
-    def build_scheduler(cls, config: Config, optimizer: torch.optim.Optimizer):
-        from ssan.engine.optim import build_scheduler
-
-        return build_scheduler(optimizer, config.optim.milestones, config.optim.gamma)
-
-    @classmethod
-    def build_train_dataset(cls, config: Config, prepared):
-        """The train split as samples; images as uint8 (normalised and flipped on the device, per step)."""
-        from ssan.data import TrainDataset, build_transforms
-
-        transform = build_transforms(config.data.height, config.data.width, train=False, uint8=True)
-        return TrainDataset(prepared.records("train"), prepared.image_root, transform,
-                            max_length=config.data.max_length, seed=config.train.seed)
-
     def _selection_split(self) -> str:
         wanted, splits = self.config.train.select_split, self.prepared.splits
         if wanted == "auto":
@@ -320,13 +261,16 @@ class Trainer:
         return True
 
     def _save(self, improved: bool, step_in_epoch: int = 0) -> None:
-        """``last.pt`` (and ``best.pt`` when ``improved``), written in the background on process 0."""
-        if not self.dist.is_main:
-            return
-        files = [(self.ckpt_dir / "last.pt", training_state(self, step_in_epoch))]
-        if improved:
-            files.append((self.ckpt_dir / "best.pt", training_state(self, 0, inference_only=True)))
-        self.writer.save(files)
+        """``last.pt`` (and ``best.pt`` when ``improved``), written in the background by process 0;
+        a failed write (this one's copy, or the previous background write) stops every process."""
+
+        def save() -> None:
+            files = [(self.ckpt_dir / "last.pt", training_state(self, step_in_epoch))]
+            if improved:
+                files.append((self.ckpt_dir / "best.pt", training_state(self, 0, inference_only=True)))
+            self.writer.save(files)
+
+        distributed.run_on_main(save, "saving a checkpoint")
 
     def _final_results(self) -> dict:
         """Test figures of the last and the selected epoch and the reference's protocol, in ``results.json``."""
@@ -345,7 +289,7 @@ class Trainer:
 
     def _best_model(self) -> nn.Module:
         """The selected epoch's model, read by process 0 from ``best.pt`` and sent to the others."""
-        from ssan.engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from ssan.checkpoint import load_checkpoint, model_from_checkpoint
 
         state = distributed.run_on_main(lambda: load_checkpoint(self.ckpt_dir / "best.pt"), "reading best.pt")
         state = distributed.broadcast_tree(state, self.device)

@@ -2,14 +2,14 @@
 
 Numba comes with the ``fast`` extra (``dev`` pulls it in). Without it, or when it cannot
 compile here, :func:`kernel` returns None and :mod:`ssan.evaluation._ranking` uses its NumPy
-path, which gives the same ranks more slowly. ``SSAN_RANK_KERNEL=numpy`` forces the NumPy
-path; ``SSAN_RANK_KERNEL=numba`` makes a missing kernel an error instead of a fallback.
+path, which gives the same ranks more slowly. :func:`set_rank_kernel` chooses: ``"numpy"``
+forces the NumPy path, ``"numba"`` makes a missing kernel an error instead of a fallback,
+``"auto"`` (the default) takes the kernel when it works.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Callable, Optional
 
@@ -19,7 +19,19 @@ log = logging.getLogger(__name__)
 
 _CHOICES = ("auto", "numba", "numpy")
 _lock = threading.Lock()
-_state: dict = {}
+_state: dict = {"choice": "auto"}
+
+
+def set_rank_kernel(choice: str) -> str:
+    """Choose the CPU rank-counting path for this process: ``auto``, ``numba`` or ``numpy``.
+
+    Returns the previous choice (to restore it).
+    """
+    choice = str(choice).strip().lower()
+    if choice not in _CHOICES:
+        raise ValueError(f"the rank kernel must be one of {', '.join(_CHOICES)}, got {choice!r}")
+    previous, _state["choice"] = _state["choice"], choice
+    return previous
 
 
 def _load() -> Optional[Callable]:
@@ -44,23 +56,20 @@ def _load() -> Optional[Callable]:
 
 
 def kernel() -> Optional[Callable]:
-    """The compiled kernel, or None (Numba missing or unusable, or ``SSAN_RANK_KERNEL=numpy``).
+    """The compiled kernel, or None (Numba missing or unusable, or ``set_rank_kernel("numpy")``).
 
     Raises:
-        ValueError: ``SSAN_RANK_KERNEL`` is not one of auto, numba, numpy.
-        RuntimeError: ``SSAN_RANK_KERNEL=numba`` but the kernel cannot be had.
+        RuntimeError: ``set_rank_kernel("numba")`` but the kernel cannot be had.
     """
-    choice = os.environ.get("SSAN_RANK_KERNEL", "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(f"SSAN_RANK_KERNEL must be one of {', '.join(_CHOICES)}, got {choice!r}")
+    choice = _state["choice"]
     if choice == "numpy":
         return None
     with _lock:
         if "kernel" not in _state:
             _state["kernel"] = _load()
     if _state["kernel"] is None and choice == "numba":
-        raise RuntimeError("SSAN_RANK_KERNEL=numba but Numba is not installed or cannot compile here "
-                           "(pip install 'ssan[fast]')")
+        raise RuntimeError("the numba rank kernel was asked for but Numba is not installed or cannot compile "
+                           "here (pip install 'ssan[fast]')")
     return _state["kernel"]
 
 

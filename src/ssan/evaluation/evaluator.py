@@ -14,13 +14,15 @@ What the evaluator adds to a one-shot :func:`ssan.evaluation.evaluate`:
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ssan import distributed
 from ssan.data.transforms import build_transforms
+from ssan.devices import Device, resolve_device
 from ssan.errors import DataError
 from ssan.evaluation.metrics import DEFAULT_KS
 from ssan.evaluation.retrieval import (
@@ -74,12 +76,14 @@ class RetrievalEvaluator:
         queries = encode_loader(model, self._loaders.queries(), "queries", self.progress, query_step(device),
                                 keep_on_device=True)
         gallery, queries = _gather(gallery, device), _gather(queries, device)
-        if not distributed.current().is_main:
-            return None
-        results = evaluate_features(gallery["feats"], queries["feats"], queries["ids"], gallery["ids"],
-                                    device=device, **self.settings)
-        extra = {"vocabulary": self.vocabulary_report} if self.vocabulary_report is not None else {}
-        return {**results, "split": self.split, "dataset": self.prepared.name, **extra}
+
+        def figures() -> dict:
+            results = evaluate_features(gallery["feats"], queries["feats"], queries["ids"], gallery["ids"],
+                                        device=device, **self.settings)
+            extra = {"vocabulary": self.vocabulary_report} if self.vocabulary_report is not None else {}
+            return {**results, "split": self.split, "dataset": self.prepared.name, **extra}
+
+        return distributed.run_on_main(figures, f"the {self.split} evaluation")
 
 
 class _Loaders:
@@ -157,3 +161,61 @@ def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
              "left without a word", report["unknown_words"], report["query_words"], report["dropped_captions"])
     return queries, report
 
+
+def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = None, batch_size: int = 128,
+             num_workers: int = 0, i2t: bool = False, height: int = 384, width: int = 128,
+             max_length: Optional[int] = None, memory_budget_mb: float = 512, ks: Sequence[int] = DEFAULT_KS,
+             progress: bool = True, vocab=None) -> dict:
+    """Evaluate ``model`` on one split of a prepared dataset, once (see :class:`RetrievalEvaluator`).
+
+    Args:
+        model: an SSAN model; moved to ``device`` and put in eval mode for the duration (its
+            train/eval mode is restored afterwards).
+        prepared: a :class:`ssan.data.PreparedDataset`.
+        split: ``test``, ``val``... (one of ``prepared.splits``).
+        height, width: the evaluation image size (the model's training size).
+        max_length: captions are truncated to this many tokens (None: the prepared value).
+        vocab: the model's :class:`ssan.data.Vocabulary` (None: the prepared one). When it
+            differs (cross-domain evaluation), the captions' words are re-encoded with it,
+            unknown words dropped (see :func:`ssan.data.prepared.reencode_records`).
+
+    Returns:
+        The :func:`evaluate_features` dict plus ``"split"`` and ``"dataset"``, and
+        ``"vocabulary"`` (what re-encoding the queries did) when ``vocab`` differs.
+    """
+    evaluator = RetrievalEvaluator(
+        prepared, split, height=height, width=width, max_length=max_length, batch_size=batch_size,
+        num_workers=num_workers, vocab=vocab, i2t=i2t, memory_budget_mb=memory_budget_mb, ks=ks,
+        progress=progress, persistent=False)
+    return evaluator(model, resolve_device(device))
+
+
+def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, Path], split: str = "test",
+                        device: Device = None, i2t: bool = False, batch_size: Optional[int] = None,
+                        num_workers: int = 0, memory_budget_mb: float = 512, progress: bool = True) -> dict:
+    """Load a checkpoint and evaluate it on a prepared dataset, in one call.
+
+    The image size, caption length and evaluation batch size come from the checkpoint's config.
+    The queries are encoded with the checkpoint's own vocabulary: a dataset prepared with
+    another one (cross-domain: train on CUHK-PEDES, test on ICFG-PEDES) is re-encoded, its
+    unknown words dropped and counted in ``results["vocabulary"]``.
+
+    Returns:
+        The :func:`evaluate` dict plus ``"checkpoint"`` (path) and ``"epoch"``.
+    """
+    from ssan.checkpoint import load_model
+    from ssan.data import load_prepared
+
+    prepared = load_prepared(data_dir)  # (the engine imports evaluation, never at module level the reverse)
+    _check_split(prepared, split)
+    device = resolve_device(device)
+    model, vocab, info = load_model(checkpoint_path, device=device)
+    data_config = (info.get("config") or {}).get("data", {})
+    results = evaluate(
+        model, prepared, split=split, device=device, i2t=i2t, num_workers=num_workers,
+        batch_size=batch_size or int(data_config.get("eval_batch_size", 128)),
+        height=int(data_config.get("height", 384)), width=int(data_config.get("width", 128)),
+        max_length=int(data_config.get("max_length", 100)), memory_budget_mb=memory_budget_mb,
+        progress=progress, vocab=vocab,
+    )
+    return {**results, "checkpoint": str(checkpoint_path), "epoch": info.get("epoch")}

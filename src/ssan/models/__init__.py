@@ -3,11 +3,14 @@
 from ssan.models.backbones import (
     BACKBONES,
     ArchitectureError,
+    Backbone,
     PretrainedWeightsError,
     ResNetTrunk,
     SmallCNN,
     build_backbone,
     load_trunk_weights,
+    register_backbone,
+    resnet_trunk,
 )
 from ssan.models.layers import LEAKY_SLOPE, PartLinear
 from ssan.models.relation import PartRelation
@@ -20,6 +23,7 @@ __all__ = [
     "LEAKY_SLOPE",
     "TERMS",
     "ArchitectureError",
+    "Backbone",
     "PartLinear",
     "PartRelation",
     "PretrainedWeightsError",
@@ -33,5 +37,7 @@ __all__ = [
     "flatten_features",
     "global_text_max",
     "load_trunk_weights",
+    "register_backbone",
+    "resnet_trunk",
     "similarity",
 ]

@@ -153,15 +153,16 @@ def build_index(
         overwrite: replace an existing index instead of refusing.
         recall_queries: size of the query sample for recall@10 of approximate kinds.
     Returns:
-        the index (None on ranks other than 0 of a ``torchrun`` launch).
+        the index (None on ranks other than 0 of a ``torchrun`` launch; join the process group
+        first, with :func:`ssan.distributed.init_distributed`, as ``ssan index`` does).
     """
     if (images is None) == (data is None):
         raise SsanError("give exactly one gallery: a folder of images or a prepared dataset")
-    from ssan.engine.distributed import current, init_distributed
+    from ssan.devices import resolve_device
+    from ssan.distributed import current
 
-    dist_info = init_distributed(device)
-    if dist_info.enabled and str(device).startswith("cuda"):
-        device = f"cuda:{dist_info.local_rank}"
+    dist_info = current()  # under torchrun, the entry point has joined the process group
+    device = str(resolve_device(device, dist_info.local_rank if dist_info.enabled else None))
     out_dir = Path(out_dir)
     existing = open_existing(out_dir, add, overwrite)
     encoders, info = load_encoders(backend, checkpoint=checkpoint, onnx_dir=onnx_dir, device=device)

@@ -123,7 +123,7 @@ def encode_images_distributed(encoders, paths: Sequence[Path], transform, **kwar
     the merged result in the order of ``paths``; the other ranks return None. Without a
     process group this is :func:`encode_images`.
     """
-    from ssan.engine.distributed import current
+    from ssan.distributed import current
 
     info = current()
     if not info.enabled:

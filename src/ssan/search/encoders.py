@@ -79,7 +79,7 @@ def data_settings(checkpoint_state: dict) -> Tuple[int, int, int]:
 
 def load_torch_encoders(checkpoint: Union[str, Path], device: str = "cpu") -> Tuple[TorchEncoders, EncoderInfo]:
     """Load a checkpoint once for inference; returns (encoders, info)."""
-    from ssan.engine.checkpoint import checkpoint_fingerprint, load_model
+    from ssan.checkpoint import checkpoint_fingerprint, load_model
 
     path = Path(checkpoint).expanduser().resolve()
     model, vocab, state = load_model(path, device=device)
@@ -120,9 +120,17 @@ def load_encoders(
     if onnx_dir is None or not (Path(onnx_dir) / "meta.json").is_file():
         where = f"no ONNX export in {onnx_dir}" if onnx_dir is not None else "the onnx backend needs an export folder"
         raise SsanError(f"{where}; create it with `ssan export --checkpoint CKPT --out DIR`")
-    from ssan.export import load_onnx_encoders
+    from ssan.data.vocab import Vocabulary
+    from ssan.search.onnx_backend import OnnxEncoders
 
-    return load_onnx_encoders(onnx_dir, device=device, threads=threads)
+    encoders = OnnxEncoders(onnx_dir, device=device, threads=threads)
+    meta = encoders.meta
+    info = EncoderInfo(
+        fingerprint=meta["fingerprint"], vocab=Vocabulary(meta["vocab"]), height=int(meta["input"]["height"]),
+        width=int(meta["input"]["width"]), max_length=int(meta["max_length"]),
+        checkpoint=meta["checkpoint"], arch=meta["arch"], backend="onnx",
+    )
+    return encoders, info
 
 
 def pad_tokens(token_lists: Sequence[Sequence[int]], max_length: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -19,11 +19,19 @@ from ssan.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
+)
 
 
 def is_image_name(name: str) -> bool:
     """True when the file name has one of the gallery suffixes (any letter case)."""
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video_name(name: str) -> bool:
+    """True when the file name has one of the footage suffixes (any letter case)."""
+    return Path(name).suffix.lower() in VIDEO_SUFFIXES
 
 
 def is_within(path: Path, root: Path) -> bool:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ssan.search.files import is_video_name
+
 TRACK_FIELDS = (
     "kind",
     "track",
@@ -51,7 +53,6 @@ def video_file(entry: dict) -> Optional[Path]:
     The file must still be the regular video file recorded at indexing time: a path that
     now resolves elsewhere (a link swapped in later) is refused.
     """
-    from ssan.video.frames import is_video_name
 
     if not is_track(entry) or entry.get("source_kind") != "video":
         return None

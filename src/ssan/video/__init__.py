@@ -12,7 +12,8 @@ Decoding needs PyAV and tracking Roboflow's ``trackers``: ``pip install 'ssan[vi
 
 from ssan.video.detectors import DETECTORS, build_detector, register_detector
 from ssan.video.errors import DetectionsError, DetectorWeightsError, VideoError
-from ssan.video.frames import Frame, Source, find_sources, read_frame
+from ssan.video.frame import Frame
+from ssan.video.frames import Source, find_sources, read_frame
 from ssan.video.ingest import IngestOptions
 from ssan.video.mot import MotDetections, read_mot
 from ssan.video.results import track_frame

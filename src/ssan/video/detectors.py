@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torchvision
 
 from ssan.errors import SsanError
+from ssan.registry import Registry
 from ssan.video.errors import DetectorWeightsError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 COCO_PERSON = 1  # label of "person" in torchvision's COCO detectors
 DEFAULT_MIN_SCORE = 0.5
 DetectorFactory = Callable[[Optional[Path], str, float], Callable]
-DETECTORS: Dict[str, DetectorFactory] = {}
+DETECTORS: Registry = Registry("detector", SsanError)
 
 
 def register_detector(name: str, *, overwrite: bool = False):
@@ -45,14 +46,7 @@ def register_detector(name: str, *, overwrite: bool = False):
     ``weights`` is the local weights file the user gave (None: the factory's default source).
     A taken name is refused unless ``overwrite``.
     """
-
-    def decorate(factory: DetectorFactory) -> DetectorFactory:
-        if name in DETECTORS and not overwrite:
-            raise ValueError(f"detector {name!r} is already registered (pass overwrite=True to replace it)")
-        DETECTORS[name] = factory
-        return factory
-
-    return decorate
+    return DETECTORS.register(name, overwrite=overwrite)
 
 
 def build_detector(
@@ -62,9 +56,7 @@ def build_detector(
     min_score: float = DEFAULT_MIN_SCORE,
 ):
     """The registered detector ``name``; SsanError listing the valid names when unknown."""
-    if name not in DETECTORS:
-        raise SsanError(f"unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
-    return DETECTORS[name](
+    return DETECTORS.get(name)(
         Path(weights).expanduser() if weights is not None else None, device, float(min_score)
     )
 

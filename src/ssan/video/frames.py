@@ -23,23 +23,11 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ssan.errors import SsanError
-from ssan.search.files import is_image_name
+from ssan.search.files import is_image_name, is_video_name
 from ssan.video.errors import VideoError
+from ssan.video.frame import Frame
 
 log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
-)
-
-
-@dataclass
-class Frame:
-    """One decoded frame: 1-based number in its source, time in seconds, H x W x 3 uint8 RGB pixels."""
-
-    number: int
-    time: float
-    image: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -53,10 +41,6 @@ class Source:
     @property
     def name(self) -> str:
         return Path(self.path).name
-
-
-def is_video_name(name: str) -> bool:
-    return Path(name).suffix.lower() in VIDEO_SUFFIXES
 
 
 def _natural_key(name: str):

@@ -19,7 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssan.video.errors import DetectionsError
-from ssan.video.frames import Frame, Source, open_source
+from ssan.video.frame import Frame
+from ssan.video.frames import Source, open_source
 from ssan.video.mot import MotDetections, fit_to_frame
 from ssan.video.tracking import LOST_SECONDS, ByteTracker, GivenIds
 from ssan.video.tracks import Track, TrackBuilder, crop_quality

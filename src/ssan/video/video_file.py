@@ -18,7 +18,7 @@ import numpy as np
 
 from ssan.video._deps import av_module
 from ssan.video.errors import VideoError
-from ssan.video.frames import Frame
+from ssan.video.frame import Frame
 
 log = logging.getLogger(__name__)
 
