@@ -1,16 +1,18 @@
 """The search web service: a FastAPI app over a :class:`ssan.search.Searcher`.
 
 Routes: ``POST /api/search``, ``GET /api/images/{image_id}`` (indexed images
-only, by their integer id: nothing else on disk can be reached), ``GET /``
-(the page), ``GET /static/...`` (its script and style), ``GET /healthz`` and
+only, by their integer id: nothing else on disk can be reached), for an index of
+footage only, ``GET /api/clips/{image_id}`` (a track's video, with Range requests) and
+``GET /api/frames/{image_id}`` (its frame with the box, JPEG; :mod:`ssan.search.media`),
+``GET /`` (the page), ``GET /static/...`` (its script and style), ``GET /healthz`` and
 the OpenAPI schema FastAPI generates (``/openapi.json``, ``/docs``).
 
 Before any route runs, in this order: a foreign ``Host`` gets 400 and a foreign
 ``Origin`` on a POST 403 (:mod:`ssan.search.security`); a request without a valid
 token 401, a client that gave too many wrong ones 429 (:mod:`ssan.search.auth`;
-``/healthz`` needs none); a body over ``max_body_bytes`` 413. Searches and image
-requests are then recorded in the audit log (:mod:`ssan.search.audit`). Malformed
-input gets 422 (pydantic), unusable queries 400; every error is JSON
+``/healthz`` needs none); a body over ``max_body_bytes`` 413. Searches and image,
+clip and frame requests are then recorded in the audit log (:mod:`ssan.search.audit`).
+Malformed input gets 422 (pydantic), unusable queries 400; every error is JSON
 ``{"detail": ...}``. The searcher is loaded once by the caller and shared; routes
 are plain functions run in FastAPI's thread pool and the searcher serialises model
 calls, so concurrent requests are safe.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -35,6 +36,7 @@ from ssan.search.audit import AuditMiddleware, note
 from ssan.search.auth import AuthMiddleware
 from ssan.search.errors import QueryError
 from ssan.search.limits import BodyLimitMiddleware, HeadersMiddleware
+from ssan.search.media import FrameCache, add_media_routes, image_id_of
 from ssan.search.security import HostOriginMiddleware, Security
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
-_IMAGE_ID = re.compile(r"[0-9]{1,12}")
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self'; object-src 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self'; media-src 'self'; object-src 'none'; frame-ancestors 'none'"
+    ),
     "Referrer-Policy": "no-referrer",
 }
 
@@ -66,6 +69,17 @@ class SearchResult(BaseModel):
     id: Optional[int] = Field(None, description="identity, when the gallery came with identities")
     name: str = Field(..., description="the image's path inside its gallery")
     url: str
+    # track results only (an index built with `ssan index --video`): absent from image results
+    track: Optional[int] = Field(None, description="track id in its footage")
+    camera: Optional[str] = None
+    source: Optional[str] = Field(None, description="the footage's file or folder name")
+    start: Optional[float] = Field(None, description="first seen, seconds from the start of the footage")
+    end: Optional[float] = Field(None, description="last seen, seconds")
+    frames: Optional[List[int]] = Field(None, description="1-based frame numbers of kept crops, best first")
+    times: Optional[List[float]] = Field(None, description="their times, seconds")
+    boxes: Optional[List[List[float]]] = Field(None, description="their boxes, [x, y, w, h] pixels")
+    frame_url: Optional[str] = Field(None, description="the best crop's full frame with its box, JPEG")
+    clip_url: Optional[str] = Field(None, description="the video, Range requests; null for folders of frames")
 
 
 class SearchResponse(BaseModel):
@@ -78,18 +92,32 @@ class SearchResponse(BaseModel):
     attention: Dict[str, List[Tuple[str, float]]] = Field(..., description="per body part: [word, weight]")
 
 
+def _track_result(r: dict) -> dict:
+    """The API fields of a track result: never its server paths (``video``, ``path``), only their names."""
+    image_id = r["image_id"]
+    return {
+        **{name: r[name] for name in ("track", "camera", "start", "end", "frames", "times", "boxes")},
+        "source": Path(r["video"]).name,
+        "frame_url": f"/api/frames/{image_id}",
+        "clip_url": f"/api/clips/{image_id}" if r.get("source_kind") == "video" else None,
+    }
+
+
+def _result(r: dict) -> dict:
+    """One result of the API answer (the same fields as ever for an image; more for a track)."""
+    result = {
+        "rank": r["rank"],
+        "image_id": r["image_id"],
+        "score": r["score"],
+        "id": r["id"],
+        "name": r.get("name") or Path(r["path"]).name,
+        "url": f"/api/images/{r['image_id']}",
+    }
+    return {**result, **_track_result(r)} if r.get("kind") == "track" else result
+
+
 def _to_response(answer: dict) -> dict:
-    results = [
-        {
-            "rank": r["rank"],
-            "image_id": r["image_id"],
-            "score": r["score"],
-            "id": r["id"],
-            "name": r.get("name") or Path(r["path"]).name,
-            "url": f"/api/images/{r['image_id']}",
-        }
-        for r in answer["results"]
-    ]
+    results = [_result(r) for r in answer["results"]]
     return {
         "query": answer["query"],
         "k": answer["k"],
@@ -143,8 +171,10 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
 
     Args:
         searcher: an object with ``search(query, k) -> dict`` (raising QueryError on unusable
-            queries), ``image_file(image_id) -> Path | None`` and ``describe() -> dict``; normally
-            a :class:`ssan.search.Searcher`.
+            queries), ``image_file(image_id) -> Path | None`` and ``describe() -> dict``; when
+            ``describe()["tracks"]`` is true (an index of footage), also ``video_file(image_id) ->
+            Path | None`` and ``track(image_id) -> dict | None`` for the clip and frame routes,
+            which only such an app has. Normally a :class:`ssan.search.Searcher`.
         security: tokens, accepted host names, throttle and audit log (``Security(tokens=None)``
             serves without authentication).
         max_body_bytes: larger request bodies get 413 before any route runs.
@@ -159,9 +189,12 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
     app.add_exception_handler(SsanError, _ssan_error)
     app.add_exception_handler(Exception, _internal_error)
 
-    @app.post("/api/search", response_model=SearchResponse)
+    @app.post("/api/search", response_model=SearchResponse, response_model_exclude_unset=True)
     def search(body: SearchRequest, request: Request):
-        """Rank the gallery against the description; also returns the per-part word attention."""
+        """Rank the gallery against the description; also returns the per-part word attention.
+
+        On an index of footage each result is a track: camera, start and end, the kept crops'
+        frames, times and boxes, and the addresses of its frame and clip."""
         note(request.scope, query=body.query, k=body.k)
         answer = searcher.search(body.query, k=body.k)
         note(request.scope, image_ids=[r["image_id"] for r in answer["results"]])
@@ -170,12 +203,16 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
     @app.get("/api/images/{image_id}", responses={404: {"description": "no indexed image with this id"}})
     def image(image_id: str, request: Request):
         """An indexed image, by its integer id from the search results (nothing else is served)."""
-        path = searcher.image_file(int(image_id)) if _IMAGE_ID.fullmatch(image_id) else None
+        number = image_id_of(image_id)
+        path = searcher.image_file(number) if number is not None else None
         if path is None:
             return JSONResponse({"detail": "no such image"}, status_code=404)
-        note(request.scope, image_ids=[int(image_id)])
+        note(request.scope, image_ids=[number])
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+    if searcher.describe().get("tracks"):  # an index of footage: its clips and frames
+        add_media_routes(app, searcher, FrameCache())
 
     @app.get("/healthz")
     def healthz():

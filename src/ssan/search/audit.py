@@ -1,7 +1,8 @@
 """The audit log of the search service: who searched for what, and which images they were shown.
 
 One JSON object per line, one line per search (``POST /api/search``) and per image request
-(``GET /api/images/{id}``) that passed authentication::
+(``GET /api/images/{id}``; for footage also ``/api/clips/{id}`` and ``/api/frames/{id}``) that
+passed authentication::
 
     {"time": "2025-01-31T09:12:03.141Z", "client": "127.0.0.1", "user": "alice",
      "token": "3f1c0a9b2e7d", "method": "POST", "path": "/api/search",
@@ -95,10 +96,17 @@ def note(scope: dict, **fields) -> None:
         record.update(fields)
 
 
+_MEDIA_PREFIXES = ("/api/images/", "/api/clips/", "/api/frames/")
+
+
 def _audited(scope: dict) -> bool:
+    """Whether a request gets an audit line: a search, or a request for an image, a clip or a frame.
+
+    Every request for a clip is a line (a browser playing one asks for several byte ranges: 206).
+    """
     path, method = scope["path"], scope["method"]
     return (path == "/api/search" and method == "POST") or (
-        path.startswith("/api/images/") and method in ("GET", "HEAD")
+        path.startswith(_MEDIA_PREFIXES) and method in ("GET", "HEAD")
     )
 
 

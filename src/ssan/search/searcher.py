@@ -148,6 +148,12 @@ class Searcher:
             return None
         return video_file(self.index.entries[image_id])
 
+    def track(self, image_id: int) -> Optional[dict]:
+        """The track fields of track ``image_id`` (:func:`track_fields`); None for images and unknown ids."""
+        if not isinstance(image_id, int) or not 0 <= image_id < len(self.index):
+            return None
+        return track_fields(self.index.entries[image_id]) or None
+
     def describe(self) -> dict:
         """What is being served (for health checks)."""
         return {
