@@ -10,6 +10,12 @@ const results = document.getElementById("results");
 const attentionBox = document.getElementById("attention");
 const partsBox = document.getElementById("parts");
 const unknownLine = document.getElementById("unknown");
+const player = document.getElementById("player");
+const playerTitle = document.getElementById("player-title");
+const clip = document.getElementById("clip");
+const playerFrame = document.getElementById("player-frame");
+const playerNote = document.getElementById("player-note");
+const lastTracks = new Map();  // the track results shown, by image id
 
 // Opened with ?token=...: the server has set the session cookie; take the token out of the
 // address bar (and so out of the history and of anything copied from it).
@@ -69,9 +75,103 @@ function renderAttention(answer) {
   attentionBox.hidden = parts.length === 0 && notes.length === 0;
 }
 
+// Seconds as H:MM:SS.s (as `ssan search` prints them).
+function clock(seconds) {
+  const tenths = Math.round(seconds * 10);
+  const minutes = Math.floor(tenths / 600) % 60;
+  const rest = tenths % 600;
+  return Math.floor(tenths / 36000) + ":" + String(minutes).padStart(2, "0") + ":" +
+    String(Math.floor(rest / 10)).padStart(2, "0") + "." + (rest % 10);
+}
+
+function timeRange(item) {
+  return clock(item.start) + "–" + clock(item.end);
+}
+
+function showFrameInstead(item, note) {
+  clip.pause();
+  clip.removeAttribute("src");
+  clip.load();
+  clip.hidden = true;
+  playerFrame.src = item.frame_url;
+  playerFrame.alt = "frame of track " + item.track;
+  playerFrame.hidden = false;
+  playerNote.textContent = note;
+}
+
+// Play a track's clip from the time it is first seen; a folder of frames has no clip: show its frame.
+function play(item) {
+  playerTitle.textContent = item.camera + " · " + timeRange(item) + " · track " + item.track;
+  player.hidden = false;
+  player.dataset.imageId = String(item.image_id);
+  if (!item.clip_url) {
+    showFrameInstead(item, "This footage is a folder of frames: there is no clip, here is the frame of the best crop.");
+  } else {
+    playerFrame.hidden = true;
+    playerNote.textContent = "";
+    clip.hidden = false;
+    clip.dataset.start = String(item.start);
+    clip.src = item.clip_url + "#t=" + item.start.toFixed(3);
+    clip.play().catch(() => {});  // refused autoplay or a clip that cannot play: the error handler says so
+  }
+  player.scrollIntoView({ block: "nearest" });
+}
+
+clip.addEventListener("loadedmetadata", () => {
+  const start = Number(clip.dataset.start);  // the media fragment already did it where supported
+  if (Number.isFinite(start) && Math.abs(clip.currentTime - start) > 0.05) clip.currentTime = start;
+});
+
+clip.addEventListener("error", () => {
+  if (!clip.getAttribute("src")) return;
+  const shown = lastTracks.get(player.dataset.imageId);
+  const note = "This browser cannot play this clip (its codec or the file); here is the frame of the best crop.";
+  if (shown) showFrameInstead(shown, note);
+  else playerNote.textContent = note;
+});
+
+function trackFigure(item) {
+  const figure = element("figure", "result track");
+  figure.tabIndex = 0;
+  figure.setAttribute("role", "button");
+  figure.setAttribute("aria-label", "play track " + item.track + " of " + item.camera + " from " + clock(item.start));
+  figure.dataset.imageId = String(item.image_id);
+  figure.dataset.start = String(item.start);
+  const pictures = element("div", "pictures");
+  const crop = element("img", "crop");
+  crop.src = item.url;
+  crop.alt = "best crop of track " + item.track;
+  const frame = element("img", "frame");
+  frame.src = item.frame_url;
+  frame.alt = "frame of track " + item.track + " with its box";
+  pictures.append(crop, frame);
+  figure.appendChild(pictures);
+  const caption = element("figcaption");
+  caption.appendChild(element("b", "", "#" + item.rank + " · " + item.score.toFixed(3)));
+  caption.appendChild(document.createElement("br"));
+  caption.appendChild(element("span", "camera", item.camera));
+  caption.appendChild(document.createTextNode(" · "));
+  caption.appendChild(element("span", "time", timeRange(item)));
+  caption.appendChild(document.createTextNode(" · track " + item.track));
+  figure.appendChild(caption);
+  figure.addEventListener("click", () => play(item));
+  figure.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); play(item); }
+  });
+  return figure;
+}
+
 function renderResults(answer) {
   results.replaceChildren();
+  const tracks = answer.results.some((item) => item.track !== undefined);
+  results.classList.toggle("tracks", tracks);
+  lastTracks.clear();
   for (const item of answer.results) {
+    if (item.track !== undefined) {
+      lastTracks.set(String(item.image_id), item);
+      results.appendChild(trackFigure(item));
+      continue;
+    }
     const figure = element("figure", "result");
     const image = element("img");
     image.src = item.url;
@@ -121,8 +221,9 @@ async function showGallery() {
     const response = await fetch("/healthz");
     const info = await response.json();
     if (response.ok && typeof info.images === "number") {
+      const what = info.tracks ? " tracks of people in footage" : " images";
       document.getElementById("gallery-info").textContent =
-        info.images + " images indexed (" + info.kind + " index, " + info.backend + " encoders)";
+        info.images + what + " indexed (" + info.kind + " index, " + info.backend + " encoders)";
     }
   } catch (error) {
     // the page works without this line
