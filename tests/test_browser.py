@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from footage import build_footage_index
 from helpers import save_random_checkpoint
 from servers import cli_server
 
@@ -55,6 +56,25 @@ def server(synth_root, prepared_synth, tmp_path_factory):
         address = re.search(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+", line)
         assert address, line
         yield {"address": address.group(0), "audit": base / "audit.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def track_server(prepared_synth, tmp_path_factory):
+    """``ssan serve`` over a track index: 5 walkers of a 6 s street video, and again as a folder of frames."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("av")
+    from ssan.search import GalleryIndex
+
+    base = tmp_path_factory.mktemp("browser-tracks")
+    built = build_footage_index(base, prepared_synth)
+    with cli_server("--index", built["index"], "--audit-log", base / "audit.jsonl") as (_, line):
+        address = re.search(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+", line)
+        assert address, line
+        yield {
+            "address": address.group(0),
+            "audit": base / "audit.jsonl",
+            "entries": GalleryIndex.load(built["index"]).entries,
+        }
 
 
 def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
@@ -152,3 +172,82 @@ def test_a_browser_without_the_cookie_gets_the_token_form(server, browser):
     assert "token" not in page.url
     _search_and_see_images(page, "a woman in a red coat", 3)
     assert errors == []
+
+
+def _clock(seconds: float) -> str:
+    tenths = round(seconds * 10)
+    return f"{tenths // 36000}:{tenths // 600 % 60:02d}:{tenths % 600 // 10:02d}.{tenths % 10}"
+
+
+def _show_tracks(page, address: str, count: int) -> None:
+    page.goto(address)
+    _wait_until(page, f"document.getElementById('gallery-info').textContent.includes('{count} tracks')")
+    page.fill("#query", "a man in a red jacket and blue jeans")
+    page.fill("#k", str(count))
+    page.click("#search-button")
+    _wait_until(
+        page,
+        f"document.querySelectorAll('#results figure.track').length === {count} && "
+        "[...document.querySelectorAll('#results img')].every(img => img.complete && img.naturalWidth > 0)",
+    )
+
+
+def test_track_results_show_camera_time_and_frame_and_play_the_clip_from_the_start(track_server, browser):
+    entries = track_server["entries"]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _show_tracks(page, track_server["address"], len(entries))
+    for figure in page.locator("#results figure.track").all():
+        entry = entries[int(figure.get_attribute("data-image-id"))]
+        text = figure.inner_text()
+        assert entry["camera"] in text and f"track {entry['track']}" in text
+        assert f"{_clock(entry['start'])}–{_clock(entry['end'])}" in text
+    frame_widths = page.eval_on_selector_all(
+        "#results img.frame", "imgs => imgs.map(img => img.naturalWidth)"
+    )
+    assert frame_widths == [256] * len(entries)  # the full frames, not the crops
+
+    late = max(
+        (i for i, e in enumerate(entries) if e["camera"] == "street"), key=lambda i: entries[i]["start"]
+    )
+    start = entries[late]["start"]
+    assert start > 1.5  # far enough from 0 that a clip played from the beginning cannot pass
+    page.evaluate(  # record where playback really begins (evaluate is not bound by the page's CSP)
+        "const clip = document.getElementById('clip');"
+        "clip.addEventListener('playing', () => { window.firstPlaying ??= clip.currentTime; });"
+    )
+    page.click(f"#results figure.track[data-image-id='{late}']")
+    _wait_until(page, "window.firstPlaying !== undefined", timeout_s=30)
+    first = page.evaluate("window.firstPlaying")
+    assert start - 0.05 <= first <= start + 0.3, (first, start)
+    _wait_until(
+        page, f"document.getElementById('clip').currentTime > {start + 0.3}", timeout_s=30
+    )  # it plays
+    assert page.evaluate("document.getElementById('clip').error") is None
+    state = page.evaluate(
+        "(() => { const c = document.getElementById('clip'); return [c.paused, c.videoWidth]; })()"
+    )
+    assert state == [False, 256]
+    entry = entries[late]
+    assert (
+        f"{entry['camera']} · {_clock(start)}–{_clock(entry['end'])} · track {entry['track']}"
+        == page.inner_text("#player-title")
+    )
+
+    lobby = next(i for i, e in enumerate(entries) if e["camera"] == "lobby")
+    page.click(f"#results figure.track[data-image-id='{lobby}']")  # a folder of frames: its frame, no player
+    _wait_until(
+        page,
+        "document.getElementById('player-frame').complete && "
+        "document.getElementById('player-frame').naturalWidth === 256",
+    )
+    assert page.locator("#clip").is_hidden() and page.locator("#player-frame").is_visible()
+    assert "folder of frames" in page.inner_text("#player-note")
+    assert errors == []
+
+    lines = [json.loads(line) for line in track_server["audit"].read_text().splitlines()]
+    clips = [line for line in lines if line["path"] == f"/api/clips/{late}"]
+    assert clips and all(c["status"] in (200, 206) and c["image_ids"] == [late] for c in clips)
+    frames = {line["path"] for line in lines if line["path"].startswith("/api/frames/")}
+    assert frames == {f"/api/frames/{i}" for i in range(len(entries))}

@@ -1,0 +1,62 @@
+"""Helpers for the tests of served footage (not a test file): a tiny track index of a video and of frames."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+FPS = 10
+SIZE = (144, 256)  # height, width
+
+
+def write_frames(video: Path, folder: Path) -> int:
+    """Decode ``video`` into ``folder/img1/000001.jpg ...`` and a ``seqinfo.ini``; returns the frame count."""
+    from PIL import Image
+
+    from ssan.video.video_file import VideoReader
+
+    (folder / "img1").mkdir(parents=True)
+    with VideoReader(video) as reader:
+        count = 0
+        for frame in reader.frames(FPS):
+            Image.fromarray(frame.image).save(folder / "img1" / f"{frame.number:06d}.jpg", quality=92)
+            count += 1
+    (folder / "seqinfo.ini").write_text(f"[Sequence]\nframeRate={FPS}\nseqLength={count}\n")
+    return count
+
+
+def build_footage_index(base: Path, prepared_dir: Path) -> dict:
+    """A 6 s, 256x144 synthetic street scene with 5 walkers (seed 0: one enters at 1.9 s), indexed
+    twice over: as the video ``street.mp4`` (camera ``street``) and as a folder of its frames
+    (camera ``lobby``), with the ground-truth boxes and ids and a random tiny model.
+
+    Returns ``{"index", "video", "frames", "checkpoint", "people"}`` (paths; ``people`` is people.json).
+    """
+    from helpers import save_random_checkpoint
+    from ssan.video import IngestOptions, build_track_index, generate_synthetic_video
+
+    scene = base / "scene"
+    generate_synthetic_video(scene, seconds=6, people=5, fps=FPS, size=SIZE, seed=0, progress=False)
+    footage, detections = base / "footage", base / "detections"
+    footage.mkdir()
+    detections.mkdir()
+    video = shutil.copy(scene / "video.mp4", footage / "street.mp4")
+    write_frames(scene / "video.mp4", footage / "lobby")
+    for name in ("street", "lobby"):
+        shutil.copy(scene / "gt" / "gt.txt", detections / f"{name}.txt")
+    checkpoint = save_random_checkpoint(base / "model.pt", prepared_dir)
+    build_track_index(
+        base / "idx",
+        checkpoint,
+        [footage / "street.mp4", footage / "lobby"],
+        detections=detections,
+        options=IngestOptions(fps=FPS, keep_ids=True, keep=4),
+        progress=False,
+    )
+    return {
+        "index": base / "idx",
+        "video": Path(video),
+        "frames": footage / "lobby",
+        "checkpoint": checkpoint,
+        "people": scene / "people.json",
+    }
