@@ -13,45 +13,19 @@ It trains the ``synth`` preset (or ``--preset``) on a generated set for ``--step
 capped epoch and reports the median step time after a warm-up, with ``--threads`` torch threads.
 
     python benchmarks/bench_train_step.py [--steps 30] [--preset synth] [--set k=v ...] [--threads 1]
-    PYTHONPATH=/path/to/older/checkout/src python benchmarks/bench_train_step.py   # the same, on an older version
+
+The "before" figure in the README (9 reads per step in ssan 0.1) was measured with this script as of
+commit cbddd26, which carried its own copy of the counter and drove ssan 0.1's ``Trainer``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-COUNTED = ("item", "cpu", "tolist", "numpy", "__float__", "__bool__")
-OPTIM = str(Path(torch.optim.__file__).parent)  # Adam's step counters: host scalars on a GPU too
-
-
-@contextlib.contextmanager
-def count_host_reads(counter: dict):
-    """Count calls of the ``COUNTED`` tensor methods on float/bool tensors while active."""
-    originals = {name: getattr(torch.Tensor, name) for name in COUNTED}
-
-    def wrap(name, original):
-        def counted(self, *args, **kwargs):
-            caller = sys._getframe(1).f_code.co_filename
-            if (self.dtype.is_floating_point or self.dtype == torch.bool) and OPTIM not in caller:
-                counter[name] = counter.get(name, 0) + 1
-            return original(self, *args, **kwargs)
-
-        return counted
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, wrap(name, original))
-    try:
-        yield counter
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
 
 
 def prepare(folder: Path, ids: int) -> Path:
@@ -73,6 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from ssan.config import load_config
+    from ssan.engine.profiling import count_host_reads
     from ssan.engine.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,21 +55,20 @@ def main() -> None:
         overrides = [f"train.max_steps_per_epoch={args.steps}", "optim.epochs=1", "train.eval_every=1000",
                      "data.num_workers=0", f"train.cpu_threads={args.threads}", *args.overrides]
         config = load_config(args.preset, overrides)
-        if hasattr(Trainer, "from_config"):
-            trainer, name = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu"), "train_step"
-        else:  # ssan 0.1 (to measure "before" with the same script: PYTHONPATH=OLD_CHECKOUT/src)
-            trainer, name = Trainer(config, data, Path(tmp) / "run", device="cpu"), "_train_step"
-        original = getattr(trainer, name)
+        trainer = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu")
+        original = trainer.train_step
         timings, counter = [], {}
 
         def timed_step(*a, **k):
             started = time.perf_counter()
-            with count_host_reads(counter):
+            with count_host_reads() as reads:
                 out = original(*a, **k)
+            for read in reads:
+                counter[read] = counter.get(read, 0) + 1
             timings.append(time.perf_counter() - started)
             return out
 
-        setattr(trainer, name, timed_step)
+        trainer.train_step = timed_step
         trainer.fit()
         steps = len(timings)
         print(f"preset {args.preset} {' '.join(args.overrides)}: {steps} steps, batch {config.data.batch_size}, "

@@ -43,3 +43,22 @@ def save_random_checkpoint(path, prepared_dir, seed: int = 0, **arch):
              "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
              "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
     return save_checkpoint(path, state)
+
+
+# Python source that makes every torch.save stop with half its bytes written (flushed to disk) and
+# sleep, so that a test can SIGKILL a writer mid-write. Prepended to a subprocess's script.
+HALF_SAVE = """
+import io, os, time, torch
+_original_save = torch.save
+
+def _half_save(obj, handle, *args, **kwargs):
+    buffer = io.BytesIO()
+    _original_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    handle.write(data[: len(data) // 2])
+    handle.flush()
+    os.fsync(handle.fileno())
+    time.sleep(3600)
+
+torch.save = _half_save
+"""

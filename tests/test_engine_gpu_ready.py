@@ -15,6 +15,7 @@ import torch
 import ssan.losses.ranking as ranking
 from ssan.checkpoint import load_checkpoint
 from ssan.config import load_config
+from ssan.engine.profiling import count_host_reads
 from ssan.engine.trainer import Trainer
 from ssan.losses import LossContext, SSANCriterion, StepInputs
 from ssan.models import SSAN
@@ -67,33 +68,6 @@ def test_full_step_under_cpu_autocast_is_finite_and_close_to_fp32(dtype, toleran
     assert cosine > min_cosine, cosine
 
 
-COUNTED = ("item", "cpu", "tolist", "numpy", "__float__", "__bool__")
-OPTIM = str(Path(torch.optim.__file__).parent)
-
-
-@contextlib.contextmanager
-def count_host_reads(counter: list):
-    """Count reads of float/bool tensor values (what syncs a GPU), except Adam's host step counters."""
-    originals = {name: getattr(torch.Tensor, name) for name in COUNTED}
-
-    def wrap(name, original):
-        def counted(self, *args, **kwargs):
-            if (self.dtype.is_floating_point or self.dtype == torch.bool) and OPTIM not in \
-                    sys._getframe(1).f_code.co_filename:
-                counter.append(name)
-            return original(self, *args, **kwargs)
-
-        return counted
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, wrap(name, original))
-    try:
-        yield counter
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-
-
 @pytest.mark.parametrize("overrides, allowed", [([], 1), (["train.amp=true", "train.amp_dtype=fp16"], 2)])
 def test_a_training_step_reads_the_device_at_most_once(prepared_synth, tiny_overrides, tmp_path, overrides,
                                                        allowed):
@@ -101,8 +75,7 @@ def test_a_training_step_reads_the_device_at_most_once(prepared_synth, tiny_over
     trainer = Trainer.from_config(config, prepared_synth, tmp_path / "run", device="cpu")
     trainer.sampler.set_epoch(0, 0, 3)
     for index, batch in enumerate(trainer.loader()):
-        reads: list = []
-        with count_host_reads(reads):
+        with count_host_reads() as reads:
             trainer.train_step(batch, 0, index)
         assert len(reads) <= allowed, reads  # the finiteness check (+ the GradScaler's with fp16)
 

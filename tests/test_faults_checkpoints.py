@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_cli
+from helpers import HALF_SAVE, run_cli
 from ssan.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ssan.errors import CheckpointError
 
@@ -352,21 +352,9 @@ def test_resume_with_another_vocabulary_is_refused(copied_run, tiny_overrides, o
 
 
 # ------------------------------------------------------------------ data lost
-WRITER = """
-import io, os, sys, time, torch
+WRITER = HALF_SAVE + """
+import sys, torch
 from ssan.checkpoint import save_checkpoint
-original_save = torch.save
-
-def half_save(obj, handle, *args, **kwargs):  # stop with half the bytes in the temporary file
-    buffer = io.BytesIO()
-    original_save(obj, buffer, *args, **kwargs)
-    data = buffer.getvalue()
-    handle.write(data[: len(data) // 2])
-    handle.flush()
-    os.fsync(handle.fileno())
-    time.sleep(60)
-
-torch.save = half_save
 save_checkpoint(sys.argv[1], {"arch": {}, "model": {"w": torch.full((200_000,), 2.0)}, "vocab": ["<pad>", "new"]})
 """
 

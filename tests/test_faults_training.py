@@ -38,19 +38,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import HALF_SAVE
 from ssan.checkpoint import load_checkpoint
 from ssan.errors import CheckpointError
 
 pytestmark = pytest.mark.slow
 
-EXTRA = ["train.checkpoint_every=2", "train.max_steps_per_epoch=6"]
+EXTRA = ["train.checkpoint_every=2", "train.max_steps_per_epoch=6", "train.test_every_epoch=false"]  # a final test
 WAIT_S = 240  # longest wait for one moment to be reached (a loaded 2-core CI machine)
 
 # Runs `python -m ssan ARGS`. FAULT_AT="step:E,S" holds before optimisation step S of epoch E
 # (0-based); "eval:SPLIT,E" holds inside an evaluation of SPLIT while E epochs are recorded (an epoch's
 # row is recorded after its evaluations: "val,0" is the end of epoch 1, "test,2" the final test of a
 # 2-epoch run), once the gallery is encoded; "write" stops every checkpoint write half-way.
-HOOK = r"""
+HOOK = "HALF_SAVE = " + repr(HALF_SAVE) + r"""
 import os, runpy, sys, time
 where = os.environ["FAULT_AT"]
 marker = os.environ.get("FAULT_MARKER", "")
@@ -63,19 +64,7 @@ def hold(trainer):
     time.sleep(3600)  # the test kills the process here
 
 if kind == "write":
-    import io, torch
-    original_save = torch.save
-
-    def half_save(obj, handle, *args, **kwargs):
-        buffer = io.BytesIO()
-        original_save(obj, buffer, *args, **kwargs)
-        data = buffer.getvalue()
-        handle.write(data[: len(data) // 2])
-        handle.flush()
-        os.fsync(handle.fileno())
-        time.sleep(3600)
-
-    torch.save = half_save
+    exec(HALF_SAVE)
 else:
     from ssan.engine import trainer as _trainer
     from ssan.engine.hooks import Hook

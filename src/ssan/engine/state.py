@@ -175,3 +175,14 @@ def restore_training_state(trainer, path) -> None:
     trainer.history, trainer.best = list(state.get("history", [])), state.get("best")
     trainer._partial = state.get("partial_epoch")
     log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch + 1, trainer.start_step)
+
+
+def best_model(trainer):
+    """The selected epoch's model, read by process 0 from ``best.pt`` and sent to the others."""
+    from ssan import distributed
+    from ssan.checkpoint import load_checkpoint, model_from_checkpoint
+
+    path = trainer.ckpt_dir / "best.pt"
+    state = distributed.broadcast_tree(distributed.run_on_main(lambda: load_checkpoint(path), "reading best.pt"),
+                                       trainer.device)
+    return model_from_checkpoint(state, device=trainer.device, source=str(path))

@@ -36,7 +36,7 @@ from ssan.engine.checkpointer import CheckpointWriter
 from ssan.engine.hooks import Hook, HookList
 from ssan.engine.runtime import training_runtime
 from ssan.engine.sampler import GlobalBatchSampler
-from ssan.engine.state import RunningLosses, restore_training_state, step_seed, training_state
+from ssan.engine.state import RunningLosses, best_model, restore_training_state, step_seed, training_state
 from ssan.engine.step import Precision, TrainStep, device_batch, device_generator, flip_mask
 from ssan.engine.sync_bn import convert_sync_batchnorm
 from ssan.errors import ConfigError, SsanError
@@ -94,6 +94,7 @@ class Trainer(ComponentBuilders):
         self._partial: Optional[dict] = None
         self._loader: Optional[DataLoader] = None
         self._evaluators: dict = {}
+        self._last_test: Optional[tuple] = None  # (epoch, results) of the latest test evaluation
         self.select_split = self._selection_split()
 
     # ------------------------------------------------------------------ setup
@@ -245,6 +246,8 @@ class Trainer(ComponentBuilders):
                 splits.append("test")
             for split in splits:
                 results = self.evaluate(split)
+                if split == "test":  # every process records it: the final figures may reuse it
+                    self._last_test = (self.epoch, results)
                 if results is not None:
                     row.update(reports.flatten_metrics(split, results))
                     improved = improved or (split == self.select_split and self._update_best(results))
@@ -275,9 +278,12 @@ class Trainer(ComponentBuilders):
     def _final_results(self) -> dict:
         """Test figures of the last and the selected epoch and the reference's protocol, in ``results.json``."""
         self.writer.wait()
-        results: dict = {"selection": self.best, "epochs": self.epoch, "test_last": self.evaluate("test")}
+        tested = self._last_test is not None and self._last_test[0] == self.epoch  # the same weights
+        results: dict = {"selection": self.best, "epochs": self.epoch,
+                         "test_last": self._last_test[1] if tested else self.evaluate("test")}
         if self.best is not None and self.select_split != "test":
-            results["test_selected"] = self.evaluate("test", self._best_model())
+            best_is_last = self.best["epoch"] == self.epoch
+            results["test_selected"] = results["test_last"] if best_is_last else self.evaluate("test", best_model(self))
             results["test_selected_label"] = f"epoch {self.best['epoch']} selected on {self.select_split}"
         elif self.best is not None:
             results["test_selected_label"] = (
@@ -286,11 +292,3 @@ class Trainer(ComponentBuilders):
         distributed.run_on_main(lambda: reports.write_results(self.output_dir / "results.json", results),
                                 "writing results.json")
         return results
-
-    def _best_model(self) -> nn.Module:
-        """The selected epoch's model, read by process 0 from ``best.pt`` and sent to the others."""
-        from ssan.checkpoint import load_checkpoint, model_from_checkpoint
-
-        state = distributed.run_on_main(lambda: load_checkpoint(self.ckpt_dir / "best.pt"), "reading best.pt")
-        state = distributed.broadcast_tree(state, self.device)
-        return model_from_checkpoint(state, device=self.device, source=str(self.ckpt_dir / "best.pt"))
