@@ -215,13 +215,13 @@ def stage_real(args) -> list:
     if not args.checkpoint:
         print("real   stage skipped: no --checkpoint given (pass the checkpoint `ssan demo` trains)", flush=True)
         return []
-    from ssan.search import GalleryIndex, Searcher
+    from ssan.search import Searcher, build_index
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="ssan-bench-"))
     try:
         root = real_gallery(work, args.real_ids)
         start = time.perf_counter()
-        index = GalleryIndex.build(work / "index", args.checkpoint, images=root / "imgs", overwrite=True,
+        index = build_index(work / "index", args.checkpoint, images=root / "imgs", overwrite=True,
                                    batch_size=256, progress=False)
         seconds = time.perf_counter() - start
         print(f"real   encoded {len(index):,d} images (vector width {index.layout['dim']}) in {seconds:.1f} s "

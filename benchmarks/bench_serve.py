@@ -70,7 +70,7 @@ def untrained_checkpoint(path: Path, vocab_words: list) -> Path:
 def build_index(work: Path, checkpoint, ids: int) -> Path:
     """Index a synthetic gallery of ``ids`` x 4 images (64x32); returns the index folder."""
     from ssan.data import generate_synthetic, prepare_dataset
-    from ssan.search import GalleryIndex
+    from ssan.search import build_index
 
     generate_synthetic(work / "synth", ids=ids, size=(64, 32), seed=3, fmt="cuhk-pedes")
     if checkpoint is None:
@@ -78,7 +78,7 @@ def build_index(work: Path, checkpoint, ids: int) -> Path:
         words = json.loads((work / "prepared" / "vocab.json").read_text())["words"]
         checkpoint = untrained_checkpoint(work / "untrained.pt", words)
         print("model: untrained synth-preset SSAN (no --checkpoint); latency does not depend on training")
-    GalleryIndex.build(work / "index", checkpoint, images=work / "synth" / "imgs", progress=False)
+    build_index(work / "index", checkpoint, images=work / "synth" / "imgs", progress=False)
     return work / "index"
 
 

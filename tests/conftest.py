@@ -25,6 +25,7 @@ TINY_OVERRIDES = [
     "optim.epochs=2",
     "optim.milestones=[1]",
     "train.eval_every=1",
+    "train.cpu_threads=1",
 ]
 
 

@@ -43,7 +43,7 @@ pytestmark = [
 def server(synth_root, prepared_synth, tmp_path_factory):
     """``ssan serve --index IDX --port 0`` over 12 images; yields the printed address and the audit log."""
     pytest.importorskip("uvicorn")
-    from ssan.search import GalleryIndex
+    from ssan.search import build_index
 
     base = tmp_path_factory.mktemp("browser")
     gallery = base / "gallery"
@@ -51,7 +51,7 @@ def server(synth_root, prepared_synth, tmp_path_factory):
     for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:12]:
         shutil.copy(image, gallery / image.name)
     checkpoint = save_random_checkpoint(base / "model.pt", prepared_synth)
-    GalleryIndex.build(base / "idx", checkpoint, images=gallery, progress=False)
+    build_index(base / "idx", checkpoint, images=gallery, progress=False)
     with cli_server("--index", base / "idx", "--audit-log", base / "audit.jsonl") as (_, line):
         address = re.search(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+", line)
         assert address, line

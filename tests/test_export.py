@@ -16,7 +16,7 @@ from helpers import run_cli, save_random_checkpoint
 from ssan.errors import SsanError  # noqa: E402
 from ssan.export import ExportTextEncoder, _reverse_within, export_onnx  # noqa: E402
 from ssan.models.layers import stripe_windows  # noqa: E402
-from ssan.search import GalleryIndex, GalleryIndexError, Searcher  # noqa: E402
+from ssan.search import GalleryIndex, GalleryIndexError, Searcher, build_index  # noqa: E402
 
 PARITY = 1e-4
 
@@ -112,7 +112,7 @@ def test_onnx_backend_search_matches_torch(exported, checkpoint, synth_root, tmp
     gallery.mkdir()
     for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:8]:
         shutil.copy(image, gallery / image.name)
-    GalleryIndex.build(tmp_path / "idx", checkpoint, images=gallery, progress=False)
+    build_index(tmp_path / "idx", checkpoint, images=gallery, progress=False)
     with pytest.raises(GalleryIndexError, match="ssan export"):
         Searcher(tmp_path / "idx", backend="onnx")
     shutil.copytree(out, tmp_path / "idx" / "onnx")
@@ -121,7 +121,7 @@ def test_onnx_backend_search_matches_torch(exported, checkpoint, synth_root, tmp
     assert [r["path"] for r in onnx_answer["results"]] == [r["path"] for r in torch_answer["results"]]
     np.testing.assert_allclose([r["score"] for r in onnx_answer["results"]],
                                [r["score"] for r in torch_answer["results"]], atol=1e-5)
-    onnx_index = GalleryIndex.build(tmp_path / "idx_onnx", None, images=gallery, backend="onnx", onnx_dir=out,
+    onnx_index = build_index(tmp_path / "idx_onnx", None, images=gallery, backend="onnx", onnx_dir=out,
                                     progress=False)
     torch_index = GalleryIndex.load(tmp_path / "idx")
     np.testing.assert_allclose(np.asarray(onnx_index.features), np.asarray(torch_index.features), atol=1e-5)
@@ -134,7 +134,7 @@ def test_onnx_export_refused_for_another_checkpoint(exported, prepared_synth, sy
     gallery.mkdir()
     image = next(p for p in (synth_root / "imgs").rglob("*") if p.is_file())
     shutil.copy(image, gallery / image.name)
-    GalleryIndex.build(tmp_path / "idx", other, images=gallery, progress=False)
+    build_index(tmp_path / "idx", other, images=gallery, progress=False)
     with pytest.raises(GalleryIndexError, match="ONNX export"):
         Searcher(tmp_path / "idx", backend="onnx", onnx_dir=out)
 

@@ -223,10 +223,10 @@ HOSTILE_QUERIES = [
 
 @pytest.fixture(scope="module")
 def query_index(tiny_checkpoint, prepared_synth, tmp_path_factory):
-    from ssan.search import GalleryIndex
+    from ssan.search import build_index
 
     out = tmp_path_factory.mktemp("query-index") / "index"
-    GalleryIndex.build(out, tiny_checkpoint, data=prepared_synth, split="test", progress=False)
+    build_index(out, tiny_checkpoint, data=prepared_synth, split="test", progress=False)
     return out
 
 

@@ -156,10 +156,10 @@ def test_cli_exits_2_with_one_line(command, good, prepared_synth, tmp_path, reco
     Image.new("RGB", (16, 32)).save(gallery / "a.png")
     index = None
     if command == "search":
-        from ssan.search import GalleryIndex
+        from ssan.search import build_index
 
         index = tmp_path / "index"
-        GalleryIndex.build(index, good, data=prepared_synth, split="test", progress=False)
+        build_index(index, good, data=prepared_synth, split="test", progress=False)
     for name in chosen:
         path = paths[name]
         argv = {

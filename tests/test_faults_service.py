@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from servers import raw_request, running  # noqa: E402
-from ssan.search import GalleryIndex, Searcher  # noqa: E402
+from ssan.search import GalleryIndex, Searcher, build_index  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
 from ssan.search.security import Security  # noqa: E402
 from ssan.search.tokens import TokenStore, generate_token  # noqa: E402
@@ -109,7 +109,7 @@ def service(tiny_checkpoint, synth_root, tmp_path_factory):
     """A real uvicorn server on 127.0.0.1 (ephemeral port) in a thread; stopped after the module."""
     base = tmp_path_factory.mktemp("service")
     files = make_gallery(base, synth_root)
-    GalleryIndex.build(base / "index", tiny_checkpoint, images=files["gallery"], progress=False)
+    build_index(base / "index", tiny_checkpoint, images=files["gallery"], progress=False)
     searcher = CountingSearcher(Searcher(base / "index"))
     app = create_app(searcher, Security(tokens=TokenStore([(None, TOKEN)], "test")), max_body_bytes=MAX_BODY)
     with running(app) as url:

@@ -17,7 +17,7 @@ import torch
 
 from helpers import save_random_checkpoint
 from ssan.errors import SsanError
-from ssan.search import GalleryIndex, GalleryIndexError, IndexSpec, QueryError, Searcher, ann
+from ssan.search import GalleryIndex, GalleryIndexError, IndexSpec, QueryError, Searcher, ann, build_index
 from ssan.search.files import find_images
 
 
@@ -62,7 +62,7 @@ def test_find_images_recursive_case_insensitive_and_refuses_escaping_links(galle
 
 def test_index_folder_skips_unreadable_files_with_a_warning(gallery, random_checkpoint, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        index = GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=gallery, progress=False)
+        index = build_index(tmp_path / "idx", random_checkpoint, images=gallery, progress=False)
     assert len(index) == 12
     assert "broken.jpg" in caplog.text and "escape.png" in caplog.text
     skipped = {Path(s["path"]).name for s in index.meta["skipped"]}
@@ -93,7 +93,7 @@ def _reference_scores(checkpoint, paths, query):
 
 
 def test_exact_index_scores_equal_ssan_similarity(gallery, random_checkpoint, tmp_path):
-    GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=gallery, progress=False)
+    build_index(tmp_path / "idx", random_checkpoint, images=gallery, progress=False)
     searcher = Searcher(tmp_path / "idx")
     query = "a woman in a red coat with black trousers"
     answer = searcher.search(query, k=100)
@@ -113,7 +113,7 @@ def _top1_hits(searcher, records) -> list:
 def test_prepared_split_keeps_identities(prepared_synth, random_checkpoint, tmp_path):
     from ssan.data import load_prepared
 
-    index = GalleryIndex.build(tmp_path / "idx", random_checkpoint, data=prepared_synth, split="val", progress=False)
+    index = build_index(tmp_path / "idx", random_checkpoint, data=prepared_synth, split="val", progress=False)
     records = load_prepared(prepared_synth).records("val")
     assert [e["id"] for e in index.entries] == [r["id"] for r in records]
     assert [e["name"] for e in index.entries] == [r["image"] for r in records]
@@ -126,7 +126,7 @@ def test_search_rank1_equals_the_evaluation_of_the_same_checkpoint(prepared_synt
     from ssan.data import load_prepared
     from ssan.evaluation import evaluate_checkpoint
 
-    GalleryIndex.build(tmp_path / "idx", tiny_checkpoint, data=prepared_synth, split="test", progress=False)
+    build_index(tmp_path / "idx", tiny_checkpoint, data=prepared_synth, split="test", progress=False)
     hits = _top1_hits(Searcher(tmp_path / "idx"), load_prepared(prepared_synth).records("test"))
     expected = evaluate_checkpoint(tiny_checkpoint, prepared_synth, split="test", progress=False)
     assert 100 * np.mean(hits) == pytest.approx(expected["t2i"]["sum"]["R1"], abs=100 / len(hits) + 1e-9)
@@ -151,7 +151,7 @@ def test_index_then_search_ranks_the_right_identity_first(prepared_synth, traine
     from ssan.data import load_prepared
 
     records = load_prepared(prepared_synth).records("train")
-    GalleryIndex.build(tmp_path / "idx", trained_checkpoint, data=prepared_synth, split="train", progress=False)
+    build_index(tmp_path / "idx", trained_checkpoint, data=prepared_synth, split="train", progress=False)
     hits = _top1_hits(Searcher(tmp_path / "idx"), records)
     ids = [r["id"] for r in records]
     chance = np.mean([ids.count(r["id"]) / len(ids) for r in records for _ in r["captions"]])
@@ -163,7 +163,7 @@ def test_incremental_add_encodes_only_new_images(gallery, random_checkpoint, tmp
 
     part = tmp_path / "part"
     shutil.copytree(gallery / "cam0", part / "cam0")
-    first = GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=part, progress=False)
+    first = build_index(tmp_path / "idx", random_checkpoint, images=part, progress=False)
     before = np.asarray(first.features).copy()
     shutil.copytree(gallery / "cam1", part / "cam1")
     encoded = []
@@ -174,27 +174,27 @@ def test_incremental_add_encodes_only_new_images(gallery, random_checkpoint, tmp
         return original(encoders, paths, transform, **kwargs)
 
     monkeypatch.setattr(builder, "encode_images_distributed", counting)
-    added = GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=part, add=True, progress=False)
+    added = build_index(tmp_path / "idx", random_checkpoint, images=part, add=True, progress=False)
     assert sorted(p.parent.name for p in encoded) == ["cam1"] * 4
     assert len(added) == len(first) + 4
     np.testing.assert_array_equal(np.asarray(added.features)[: len(first)], before)
-    fresh = GalleryIndex.build(tmp_path / "fresh", random_checkpoint, images=part, progress=False)
+    fresh = build_index(tmp_path / "fresh", random_checkpoint, images=part, progress=False)
     by_path = {e["path"]: row for row, e in enumerate(fresh.entries)}
     rows = [by_path[e["path"]] for e in added.entries]
     np.testing.assert_allclose(np.asarray(added.features), np.asarray(fresh.features)[rows], atol=1e-6)
-    again = GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=part, add=True, progress=False)
+    again = build_index(tmp_path / "idx", random_checkpoint, images=part, add=True, progress=False)
     assert len(again) == len(added)
 
 
 def test_index_built_with_another_checkpoint_is_refused(gallery, random_checkpoint, other_checkpoint, tmp_path):
-    GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=gallery / "cam0", progress=False)
+    build_index(tmp_path / "idx", random_checkpoint, images=gallery / "cam0", progress=False)
     with pytest.raises(GalleryIndexError, match="built with checkpoint .*fingerprint"):
-        GalleryIndex.build(tmp_path / "idx", other_checkpoint, images=gallery, add=True, progress=False)
+        build_index(tmp_path / "idx", other_checkpoint, images=gallery, add=True, progress=False)
     with pytest.raises(GalleryIndexError, match="not comparable"):
         Searcher(tmp_path / "idx", checkpoint=other_checkpoint)
     with pytest.raises(GalleryIndexError, match="--add .* --overwrite"):
-        GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=gallery, progress=False)
-    replaced = GalleryIndex.build(tmp_path / "idx", other_checkpoint, images=gallery, overwrite=True, progress=False)
+        build_index(tmp_path / "idx", random_checkpoint, images=gallery, progress=False)
+    replaced = build_index(tmp_path / "idx", other_checkpoint, images=gallery, overwrite=True, progress=False)
     assert len(replaced) == 12
 
 
@@ -220,7 +220,7 @@ def one_faiss_thread():
 def test_approximate_index_reports_recall_and_exact_rescoring(synth_root, random_checkpoint, tmp_path, kind,
                                                               one_faiss_thread):
     spec = IndexSpec(kind=kind, m=16, nbits=4, nprobe=2)
-    index = GalleryIndex.build(tmp_path / kind, random_checkpoint, images=synth_root / "imgs", spec=spec,
+    index = build_index(tmp_path / kind, random_checkpoint, images=synth_root / "imgs", spec=spec,
                                recall_queries=50, progress=False)
     recall = index.meta["index"]["recall@10"]
     assert 0.0 <= recall <= 1.0 and index.meta["index"]["recall_queries"] == "images"
@@ -236,12 +236,12 @@ def test_approximate_index_reports_recall_and_exact_rescoring(synth_root, random
 
 def test_ivfpq_refuses_a_gallery_too_small_to_train(gallery, random_checkpoint, tmp_path):
     with pytest.raises(SsanError, match="IVF-PQ needs at least 256"):
-        GalleryIndex.build(tmp_path / "idx", random_checkpoint, images=gallery, spec=IndexSpec(kind="ivfpq"),
+        build_index(tmp_path / "idx", random_checkpoint, images=gallery, spec=IndexSpec(kind="ivfpq"),
                            progress=False)
 
 
 def test_prepared_split_recall_uses_its_captions(prepared_synth, random_checkpoint, tmp_path):
-    index = GalleryIndex.build(tmp_path / "idx", random_checkpoint, data=prepared_synth, split="test",
+    index = build_index(tmp_path / "idx", random_checkpoint, data=prepared_synth, split="test",
                                spec=IndexSpec(kind="hnsw"), progress=False)
     assert index.meta["index"]["recall_queries"] == "captions"
     assert index.meta["index"]["recall@10"] == pytest.approx(1.0)
@@ -250,7 +250,7 @@ def test_prepared_split_recall_uses_its_captions(prepared_synth, random_checkpoi
 @pytest.fixture(scope="module")
 def searcher(gallery, random_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("search") / "idx"
-    GalleryIndex.build(out, random_checkpoint, images=gallery, progress=False)
+    build_index(out, random_checkpoint, images=gallery, progress=False)
     return Searcher(out)
 
 
@@ -333,8 +333,11 @@ def _free_port() -> int:
 
 _RANK_SCRIPT = """
 import sys
+from ssan import distributed
 from ssan.search.builder import build_index
+distributed.init_distributed("cpu")  # as an entry point does
 build_index(sys.argv[1], sys.argv[2], images=sys.argv[3], progress=False)
+distributed.cleanup()
 """
 
 
@@ -360,7 +363,7 @@ def test_distributed_indexing_with_two_gloo_processes(gallery, random_checkpoint
             break
     for code, err in outcome:
         assert code == 0, err[-3000:]
-    single = GalleryIndex.build(tmp_path / "single", random_checkpoint, images=gallery, progress=False)
+    single = build_index(tmp_path / "single", random_checkpoint, images=gallery, progress=False)
     merged = GalleryIndex.load(out)
     assert [e["path"] for e in merged.entries] == [e["path"] for e in single.entries]
     np.testing.assert_allclose(np.asarray(merged.features), np.asarray(single.features), atol=1e-5)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from helpers import save_random_checkpoint  # noqa: E402
 from servers import fake_searcher  # noqa: E402
-from ssan.search import GalleryIndex, Searcher  # noqa: E402
+from ssan.search import Searcher, build_index  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
 from ssan.search.security import Security  # noqa: E402
 from ssan.search.tokens import TokenStore, generate_token  # noqa: E402
@@ -144,7 +144,7 @@ def real_index(synth_root, prepared_synth, tmp_path_factory):
     outside = base / "outside.png"
     shutil.copy(next(gallery.iterdir()), outside)
     (gallery / "link_out.png").symlink_to(outside)
-    GalleryIndex.build(base / "idx", checkpoint, images=gallery, progress=False)
+    build_index(base / "idx", checkpoint, images=gallery, progress=False)
     return base
 
 

@@ -23,14 +23,14 @@ from ssan.search.tokens import TokenStore, fingerprint, generate_token  # noqa: 
 @pytest.fixture(scope="module")
 def index(synth_root, prepared_synth, tmp_path_factory):
     """An index over 4 synthetic images."""
-    from ssan.search import GalleryIndex
+    from ssan.search import build_index
 
     base = tmp_path_factory.mktemp("serve-cli")
     gallery = base / "gallery"
     gallery.mkdir()
     for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:4]:
         shutil.copy(image, gallery / image.name)
-    GalleryIndex.build(
+    build_index(
         base / "idx", save_random_checkpoint(base / "m.pt", prepared_synth), images=gallery, progress=False
     )
     return base / "idx"

@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ssan._extras import available
 from ssan._files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,7 @@ def demo_ceiling(synth_dir: Path, prepared, split: str = "test") -> Optional[dic
 
 
 def _can_draw() -> bool:
-    try:
-        import matplotlib  # noqa: F401  (the viz extra)
-    except ImportError:
-        return False
-    return True
+    return available("matplotlib")  # the viz extra
 
 
 def _check_existing_set(synth_dir: Path, wanted: dict) -> None:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssan._extras import available
 from ssan.errors import SsanError
 from ssan.models import LEAKY_SLOPE, global_text_max
 from ssan.models.layers import stripe_windows
@@ -224,12 +225,7 @@ def export_onnx(checkpoint: Union[str, Path], out_dir: Union[str, Path], opset: 
 def _require_packages(verify: bool) -> None:
     """Fail before any work when the ``export`` extra is missing."""
     needed = ["onnx"] + (["onnxruntime"] if verify else [])
-    missing = []
-    for name in needed:
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
+    missing = [name for name in needed if not available(name)]
     if missing:
         raise SsanError(f"ONNX export needs {' and '.join(missing)}: pip install 'ssan[export]'")
 

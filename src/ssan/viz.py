@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from ssan._extras import require
 from ssan.errors import SsanError
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,7 @@ ImageLike = Union[str, Path, Image.Image]
 
 def _pyplot():
     """matplotlib.pyplot on the Agg backend (imported lazily: matplotlib is an extra)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise SsanError("pictures need matplotlib: pip install 'ssan[viz]'") from None
+    matplotlib = require("matplotlib", "pictures need matplotlib", "viz")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ssan import distributed
     from ssan.errors import SsanError
-    from ssan.search import GalleryIndex
+    from ssan.search import build_index
 
     if args.backend == "torch" and not args.checkpoint:
         raise SsanError("--checkpoint is required with the torch backend")
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_video(args, _spec(args), onnx_dir)
     distributed.init_distributed(args.device)  # the entry point joins torchrun's process group
     try:
-        index = GalleryIndex.build(
+        index = build_index(
             args.out, args.checkpoint, images=args.images, data=args.data, split=args.split, spec=_spec(args),
             add=args.add, overwrite=args.overwrite, backend=args.backend, onnx_dir=onnx_dir,
             device=default_device(args.device), batch_size=args.batch_size, num_workers=_workers(args),

@@ -1,13 +1,14 @@
 """Search your own gallery with free text: FAISS index, searcher, web service and page.
 
-- :class:`GalleryIndex` (``ssan index``): encode a folder of images or a prepared split,
-  exact (FAISS inner product = SSAN similarity) or compressed (IVF-PQ, HNSW).
+- :func:`build_index` (``ssan index``): encode a folder of images or a prepared split into a
+  :class:`GalleryIndex`, exact (FAISS inner product = SSAN similarity) or compressed (IVF-PQ, HNSW).
 - :class:`Searcher` (``ssan search``): load the model once, rank the gallery for a query,
   report unknown words and the per-part word attention.
 - :func:`create_app` (``ssan serve``): the FastAPI service and its web page (needs ``ssan[serve]``).
 """
 
 from ssan.search.ann import KINDS, IndexSpec
+from ssan.search.builder import build_index
 from ssan.search.errors import GalleryIndexError, QueryError
 from ssan.search.index import GalleryIndex
 from ssan.search.searcher import Searcher, attention_by_part, top_words
@@ -20,6 +21,7 @@ __all__ = [
     "QueryError",
     "Searcher",
     "attention_by_part",
+    "build_index",
     "create_app",
     "top_words",
 ]

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from ssan._extras import require
 from ssan.errors import SsanError
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,7 @@ KINDS = ("flat", "ivfpq", "hnsw")
 
 
 def faiss_module():
-    try:
-        import faiss
-    except ImportError:
-        raise SsanError("gallery indexes need FAISS: pip install 'ssan[search]'") from None
-    return faiss
+    return require("faiss", "gallery indexes need FAISS", "search")
 
 
 @dataclass

@@ -42,7 +42,7 @@ from ssan.search.security import HostOriginMiddleware, Security
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_QUERY_CHARS = 1000
+SERVICE_MAX_QUERY_CHARS = 1000  # a web request carries a description, not a document (the library allows more)
 MAX_K = 100
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _SECURITY_HEADERS = {
@@ -58,7 +58,7 @@ class SearchRequest(BaseModel):
     """Body of ``POST /api/search``; anything else (extra keys, wrong types) gets 422."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="free-text description")
+    query: str = Field(..., min_length=1, max_length=SERVICE_MAX_QUERY_CHARS, description="free-text description")
     k: int = Field(10, ge=1, le=MAX_K, description="number of results")
 
 

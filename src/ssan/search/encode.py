@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ssan.errors import SsanError
 from ssan.models import feature_terms, flatten_features
-from ssan.search.encoders import pad_tokens
+from ssan.search.encoders import pad_id_lists
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def encode_token_lists(encoders, token_lists: Sequence[Sequence[int]], max_lengt
     """Encode captions given as vocabulary ids into flat vectors (Q x F float32)."""
     chunks = []
     for start in range(0, len(token_lists), batch_size):
-        tokens, lengths = pad_tokens(token_lists[start : start + batch_size], max_length)
+        tokens, lengths = pad_id_lists(token_lists[start : start + batch_size], max_length)
         feats = encoders.text(tokens, lengths)
         feats.pop("attention", None)
         chunks.append(flatten_features(feats).numpy().astype(np.float32, copy=False))

@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from ssan.data.datasets import pad_tokens
 from ssan.errors import SsanError
 
 log = logging.getLogger(__name__)
@@ -133,19 +134,16 @@ def load_encoders(
     return encoders, info
 
 
-def pad_tokens(token_lists: Sequence[Sequence[int]], max_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def pad_id_lists(token_lists: Sequence[Sequence[int]], max_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists (each cut to ``max_length``) into (B x L long tokens, B long lengths).
 
-    Every list must hold at least one id; L is the longest (cut) length.
+    Every list must hold at least one id; L is the longest (cut) length (see
+    :func:`ssan.data.pad_tokens`, which pads tensors).
     """
     cut = [list(ids)[:max_length] for ids in token_lists]
     if not cut or min(len(ids) for ids in cut) < 1:
         raise SsanError("every caption must keep at least one known word")
-    lengths = torch.tensor([len(ids) for ids in cut], dtype=torch.long)
-    tokens = torch.zeros(len(cut), int(lengths.max()), dtype=torch.long)
-    for row, ids in enumerate(cut):
-        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return tokens, lengths
+    return pad_tokens([torch.tensor(ids, dtype=torch.long) for ids in cut])
 
 
 def image_transform(info: EncoderInfo):

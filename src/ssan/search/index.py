@@ -105,13 +105,6 @@ class GalleryIndex:
         return self.meta["fingerprint"]
 
     @classmethod
-    def build(cls, out_dir: Union[str, Path], checkpoint: Union[str, Path], **kwargs) -> Optional[GalleryIndex]:
-        """Encode a gallery and write an index; see :func:`ssan.search.builder.build_index`."""
-        from ssan.search.builder import build_index
-
-        return build_index(out_dir, checkpoint, **kwargs)
-
-    @classmethod
     def load(cls, directory: Union[str, Path]) -> GalleryIndex:
         """Open an index folder (features memory-mapped); GalleryIndexError on anything wrong."""
         directory = Path(directory)

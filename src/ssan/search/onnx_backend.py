@@ -13,6 +13,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ssan._extras import require
 from ssan.errors import SsanError
 
 FORMAT = "ssan-onnx"
@@ -35,10 +36,7 @@ def read_export_meta(onnx_dir: Union[str, Path]) -> dict:
 
 
 def _session(path: Path, providers: list, threads: Optional[int] = None):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SsanError("the onnx backend needs onnxruntime: pip install 'ssan[export]'") from None
+    ort = require("onnxruntime", "the onnx backend needs onnxruntime", "export")
     if not path.is_file():
         raise SsanError(f"ONNX model {path} not found; run `ssan export`")
     options = ort.SessionOptions()

@@ -16,7 +16,7 @@ import numpy as np
 
 from ssan.errors import SsanError
 from ssan.models import flatten_features
-from ssan.search.encoders import load_encoders, pad_tokens
+from ssan.search.encoders import load_encoders, pad_id_lists
 from ssan.search.errors import GalleryIndexError, QueryError
 from ssan.search.index import GalleryIndex
 from ssan.search.tracks import track_fields, video_file
@@ -100,7 +100,7 @@ class Searcher:
         return {"ids": ids, "tokens": vocab.decode(ids), "unknown_words": unknown, "truncated": truncated}
 
     def _encode(self, ids: list):
-        tokens, lengths = pad_tokens([ids], self.max_length)
+        tokens, lengths = pad_id_lists([ids], self.max_length)
         feats = self.encoders.text(tokens, lengths)
         attention = feats.pop("attention", None)
         vector = flatten_features(feats).numpy().astype(np.float32, copy=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ssan._extras import require
 from ssan.errors import SsanError
 
 INSTALL = "pip install 'ssan[video]'"
@@ -9,11 +10,7 @@ INSTALL = "pip install 'ssan[video]'"
 
 def av_module():
     """PyAV (FFmpeg bindings): decoding and writing video files."""
-    try:
-        import av
-    except ImportError:
-        raise SsanError(f"reading and writing video needs PyAV: {INSTALL}") from None
-    return av
+    return require("av", "reading and writing video needs PyAV", "video")
 
 
 def bytetrack_class():
