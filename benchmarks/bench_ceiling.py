@@ -59,15 +59,11 @@ def _report(truth: dict, prepared, split: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", type=Path, help="an `ssan demo` output folder (its synth/ and prepared/)")
     parser.add_argument("--synth", type=Path, help="a synthetic set (with ssan-synth-truth.json)")
     parser.add_argument("--prepared", type=Path, help="its prepared folder")
-    parser.add_argument(
-        "--ids", type=int, default=DEMO_IDS, help="identities when generating (default: the demo's)"
-    )
+    parser.add_argument("--ids", type=int, default=DEMO_IDS, help="identities when generating (default: the demo's)")
     parser.add_argument("--splits", nargs="+", default=["test", "val"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -42,14 +42,15 @@ class _Timer:
 
 def _synth(out: Path, images: int, size, workers: int) -> _Timer:
     with _Timer() as timer:
-        generate_synthetic(out, ids=max(1, images // 4), images_per_id=4, size=size, workers=workers,
-                           overwrite=True)
+        generate_synthetic(out, ids=max(1, images // 4), images_per_id=4, size=size, workers=workers, overwrite=True)
     return timer
 
 
 def _line(label: str, images: int, timer: _Timer) -> None:
-    print(f"{label:52s} wall {timer.wall:7.2f} s ({images / timer.wall:6.0f} images/s)  cpu {timer.cpu:7.2f} s",
-          flush=True)
+    print(
+        f"{label:52s} wall {timer.wall:7.2f} s ({images / timer.wall:6.0f} images/s)  cpu {timer.cpu:7.2f} s",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -63,15 +64,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="ssan-bench-data-"))
     cores = os.cpu_count() or 1
-    print(f"python {sys.version.split()[0]}, {cores} CPU cores, load average {os.getloadavg()[0]:.1f}, "
-          f"scratch {scratch}")
+    print(
+        f"python {sys.version.split()[0]}, {cores} CPU cores, load average {os.getloadavg()[0]:.1f}, scratch {scratch}"
+    )
     try:
         images = args.synth_images // 4 * 4
         _line(f"synth {images} images 128x64, 1 process", images, _synth(scratch / "s", images, (128, 64), 1))
         demo = args.demo_images // 4 * 4
         for workers in (1, 2):
-            _line(f"synth {demo} images 64x32, {workers} process(es)", demo, _synth(scratch / "s", demo, (64, 32),
-                                                                                    workers))
+            _line(
+                f"synth {demo} images 64x32, {workers} process(es)",
+                demo,
+                _synth(scratch / "s", demo, (64, 32), workers),
+            )
         shutil.rmtree(scratch / "s", ignore_errors=True)
         n = args.prepare_images // 4 * 4
         _line(f"synth {n} images 64x32 for prepare, {cores} processes", n, _synth(scratch / "p", n, (64, 32), cores))

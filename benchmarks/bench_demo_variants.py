@@ -28,11 +28,17 @@ def run(prepared: Path, name: str, overrides: list, folder: Path) -> None:
     seconds = time.perf_counter() - started
     for line in (folder / name / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        print(f"{name}: epoch {row['epoch']} {row['time_s']:.1f} s, val R1 {row.get('val/sum/R1', float('nan')):.2f}, "
-              f"test R1 {row.get('test/sum/R1', float('nan')):.2f}", flush=True)
+        print(
+            f"{name}: epoch {row['epoch']} {row['time_s']:.1f} s, val R1 {row.get('val/sum/R1', float('nan')):.2f}, "
+            f"test R1 {row.get('test/sum/R1', float('nan')):.2f}",
+            flush=True,
+        )
     last = results["test_last"]["t2i"]["sum"]
-    print(f"{name}: test R1 {last['R1']:.2f} mAP {last['mAP']:.2f}, train + evaluate {seconds:.1f} s "
-          f"({' '.join(overrides) or 'the preset'})", flush=True)
+    print(
+        f"{name}: test R1 {last['R1']:.2f} mAP {last['mAP']:.2f}, train + evaluate {seconds:.1f} s "
+        f"({' '.join(overrides) or 'the preset'})",
+        flush=True,
+    )
 
 
 def main() -> None:

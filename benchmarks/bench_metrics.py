@@ -87,7 +87,7 @@ def reference_loop(similarity: np.ndarray, query_ids: np.ndarray, gallery_ids: n
         mask = np.isin(index, good_index)
         hits = np.argwhere(mask).reshape(-1)
         cmc_i = np.zeros(len(index))
-        cmc_i[int(hits[0]):] = 1
+        cmc_i[int(hits[0]) :] = 1
         cmc += cmc_i
         ap = 0.0
         for j in range(len(hits)):
@@ -133,38 +133,55 @@ def time_rank_metrics(scores, query_ids, gallery_ids) -> tuple:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gallery", type=int, default=19848, help="gallery = query count (ICFG-PEDES test: 19848)")
-    parser.add_argument("--queries", type=int, default=None,
-                        help="run the reference loop on the first N queries only and extrapolate (default: all)")
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="run the reference loop on the first N queries only and extrapolate (default: all)",
+    )
     parser.add_argument("--width", type=int, default=PAPER_WIDTH, help="feature width of the matmul (paper: 10240)")
     parser.add_argument("--matmul-rows", type=int, default=1024, help="query rows of the timed matmul (extrapolated)")
-    parser.add_argument("--reference-layout-queries", type=int, default=1000,
-                        help="also time the loop on the reference's own layout (rows of similarity.t(), i.e. "
-                             "strided) on N queries, extrapolated (0: skip)")
-    parser.add_argument("--no-numpy-path", dest="numpy_path", action="store_false",
-                        help="skip timing the NumPy fallback path")
+    parser.add_argument(
+        "--reference-layout-queries",
+        type=int,
+        default=1000,
+        help="also time the loop on the reference's own layout (rows of similarity.t(), i.e. "
+        "strided) on N queries, extrapolated (0: skip)",
+    )
+    parser.add_argument(
+        "--no-numpy-path", dest="numpy_path", action="store_false", help="skip timing the NumPy fallback path"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     start = time.perf_counter()
     scores, query_ids, gallery_ids = make_inputs(args.gallery, args.seed)
     matches = np.bincount(gallery_ids)[query_ids]
-    print(f"inputs: {scores.shape[0]} x {scores.shape[1]} float32 ({scores.nbytes / 2**30:.2f} GiB), "
-          f"matches per query: mean {matches.mean():.2f}, min {matches.min()}, max {matches.max()} "
-          f"(built in {time.perf_counter() - start:.1f} s)")
+    print(
+        f"inputs: {scores.shape[0]} x {scores.shape[1]} float32 ({scores.nbytes / 2**30:.2f} GiB), "
+        f"matches per query: mean {matches.mean():.2f}, min {matches.min()}, max {matches.max()} "
+        f"(built in {time.perf_counter() - start:.1f} s)"
+    )
 
     kernel = _compiled.kernel_name()
     ours, ours_seconds, ours_cpu, ours_memory = time_rank_metrics(scores, query_ids, gallery_ids)
-    print(f"rank_metrics ({kernel} path): {ours_seconds:8.3f} s wall ({ours_cpu:.3f} s CPU, all threads), "
-          f"peak extra memory {ours_memory.peak_mib:7.1f} MiB ({ours_memory.method})")
+    print(
+        f"rank_metrics ({kernel} path): {ours_seconds:8.3f} s wall ({ours_cpu:.3f} s CPU, all threads), "
+        f"peak extra memory {ours_memory.peak_mib:7.1f} MiB ({ours_memory.method})"
+    )
     if kernel != "numpy" and args.numpy_path:
         previous = set_rank_kernel("numpy")
         fallback, numpy_seconds, numpy_cpu, numpy_memory = time_rank_metrics(scores, query_ids, gallery_ids)
         set_rank_kernel(previous)
-        print(f"rank_metrics (numpy path, what runs without Numba): {numpy_seconds:8.3f} s wall "
-              f"({numpy_cpu:.3f} s CPU), peak extra memory {numpy_memory.peak_mib:7.1f} MiB; "
-              f"same figures: {fallback == ours}")
+        print(
+            f"rank_metrics (numpy path, what runs without Numba): {numpy_seconds:8.3f} s wall "
+            f"({numpy_cpu:.3f} s CPU), peak extra memory {numpy_memory.peak_mib:7.1f} MiB; "
+            f"same figures: {fallback == ours}"
+        )
 
     count = len(query_ids) if args.queries is None else min(args.queries, len(query_ids))
     with PeakMemory() as loop_memory:
@@ -173,14 +190,21 @@ def main() -> int:
         loop_partial, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
     scale = len(query_ids) / count
     loop_seconds = loop_partial * scale
-    label = "measured on all queries" if count == len(query_ids) else \
-        f"EXTRAPOLATED from {count} queries ({loop_partial:.2f} s)"
-    print(f"reference loop: {loop_seconds:8.3f} s wall ({loop_cpu * scale:.3f} s CPU; {label}), "
-          f"peak extra memory {loop_memory.peak_mib:7.1f} MiB")
+    label = (
+        "measured on all queries"
+        if count == len(query_ids)
+        else f"EXTRAPOLATED from {count} queries ({loop_partial:.2f} s)"
+    )
+    print(
+        f"reference loop: {loop_seconds:8.3f} s wall ({loop_cpu * scale:.3f} s CPU; {label}), "
+        f"peak extra memory {loop_memory.peak_mib:7.1f} MiB"
+    )
     print(f"speed-up: {loop_seconds / ours_seconds:.1f}x wall, {loop_cpu * scale / ours_cpu:.1f}x CPU time")
     if kernel != "numpy" and args.numpy_path:
-        print(f"speed-up of the numpy path: {loop_seconds / numpy_seconds:.1f}x wall, "
-              f"{loop_cpu * scale / numpy_cpu:.1f}x CPU time")
+        print(
+            f"speed-up of the numpy path: {loop_seconds / numpy_seconds:.1f}x wall, "
+            f"{loop_cpu * scale / numpy_cpu:.1f}x CPU time"
+        )
 
     if args.reference_layout_queries > 0:
         strided = np.asfortranarray(scores)  # the reference ranks rows of similarity.t(): strided in memory
@@ -189,8 +213,10 @@ def main() -> int:
         reference_loop(strided[:n], query_ids[:n], gallery_ids)
         strided_seconds = (time.perf_counter() - start) * len(query_ids) / n
         del strided
-        print(f"reference loop on the reference's strided layout: {strided_seconds:8.3f} s wall "
-              f"(EXTRAPOLATED from {n} queries; secondary figure, {strided_seconds / ours_seconds:.1f}x)")
+        print(
+            f"reference loop on the reference's strided layout: {strided_seconds:8.3f} s wall "
+            f"(EXTRAPOLATED from {n} queries; secondary figure, {strided_seconds / ours_seconds:.1f}x)"
+        )
 
     same_queries = ours if count == len(query_ids) else rank_metrics(scores[:count], query_ids[:count], gallery_ids)
     worst = max(abs(same_queries[key] - loop[key]) for key in loop)
@@ -198,8 +224,10 @@ def main() -> int:
     print("figures (%): " + ", ".join(f"{key} {value:.4f}" for key, value in ours.items()))
 
     partial, full, rows = time_matmul(len(query_ids), args.gallery, args.width, args.matmul_rows, args.seed)
-    print(f"similarity matmul ({len(query_ids)} x {args.width}) @ ({args.width} x {args.gallery}) float32: "
-          f"{full:.2f} s EXTRAPOLATED from {rows} query rows ({partial:.2f} s)")
+    print(
+        f"similarity matmul ({len(query_ids)} x {args.width}) @ ({args.width} x {args.gallery}) float32: "
+        f"{full:.2f} s EXTRAPOLATED from {rows} query rows ({partial:.2f} s)"
+    )
     print(f"metric step / matmul: {ours_seconds / full:.3f}")
     return 0 if worst < 1e-9 else 1
 

@@ -65,9 +65,14 @@ def captions(batch: int, low: int, high: int, vocab: int, seed: int = 0) -> tupl
 def train_batch(batch: int, height: int, width: int, vocab: int, low: int, high: int, classes: int) -> dict:
     tokens, lengths = captions(batch, low, high, vocab, seed=1)
     weak_tokens, weak_lengths = captions(batch, low, high, vocab, seed=2)
-    return {"image": torch.randn(batch, 3, height, width), "tokens": tokens, "lengths": lengths,
-            "weak_tokens": weak_tokens, "weak_lengths": weak_lengths,
-            "label": torch.arange(batch) % max(2, min(classes, batch // 2))}
+    return {
+        "image": torch.randn(batch, 3, height, width),
+        "tokens": tokens,
+        "lengths": lengths,
+        "weak_tokens": weak_tokens,
+        "weak_lengths": weak_lengths,
+        "label": torch.arange(batch) % max(2, min(classes, batch // 2)),
+    }
 
 
 def make_step(model: SSAN, criterion: SSANCriterion, batch: dict):
@@ -122,8 +127,10 @@ def bench_wam(repeats: int) -> None:
     looped = timed(lambda: wam_loop(wam, words, lengths).sum().backward(), repeats)
     with torch.no_grad():
         gap = (wam(words, mask)[0] - wam_loop(wam, words, lengths)).abs().max().item()
-    print(f"[wam] batch 64, C=2048, K=6, forward+backward: batched {batched * 1e3:.1f} ms, "
-          f"per-sample loop {looped * 1e3:.1f} ms, ratio {looped / batched:.2f}x (max output difference {gap:.1e})")
+    print(
+        f"[wam] batch 64, C=2048, K=6, forward+backward: batched {batched * 1e3:.1f} ms, "
+        f"per-sample loop {looped * 1e3:.1f} ms, ratio {looped / batched:.2f}x (max output difference {gap:.1e})"
+    )
 
 
 def bench_paper_step(repeats: int) -> None:
@@ -138,17 +145,28 @@ def bench_paper_step(repeats: int) -> None:
 
 def bench_small(repeats: int, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    model = SSAN(args.small_vocab, embed_dim=args.small_embed, word_dim=args.small_word,
-                 hidden_dim=args.small_hidden, backbone="small", cnn_width=args.small_width).train()
-    criterion = SSANCriterion(num_classes=args.small_classes, num_parts=6, embed_dim=args.small_embed,
-                              contrastive_weight=1.0)
-    print(f"[small] embed {args.small_embed}, word {args.small_word}, hidden {args.small_hidden}, "
-          f"cnn_width {args.small_width}, vocab {args.small_vocab}: backbone {count(model.backbone) / 1e6:.3f} M, "
-          f"model {count(model) / 1e6:.3f} M, criterion {count(criterion) / 1e6:.3f} M parameters")
+    model = SSAN(
+        args.small_vocab,
+        embed_dim=args.small_embed,
+        word_dim=args.small_word,
+        hidden_dim=args.small_hidden,
+        backbone="small",
+        cnn_width=args.small_width,
+    ).train()
+    criterion = SSANCriterion(
+        num_classes=args.small_classes, num_parts=6, embed_dim=args.small_embed, contrastive_weight=1.0
+    )
+    print(
+        f"[small] embed {args.small_embed}, word {args.small_word}, hidden {args.small_hidden}, "
+        f"cnn_width {args.small_width}, vocab {args.small_vocab}: backbone {count(model.backbone) / 1e6:.3f} M, "
+        f"model {count(model) / 1e6:.3f} M, criterion {count(criterion) / 1e6:.3f} M parameters"
+    )
     batch = train_batch(64, 64, 32, args.small_vocab, 12, 35, args.small_classes)
     seconds, cpu = timed_cpu(make_step(model, criterion, batch), repeats)
-    print(f"[small] training step, batch 64, 64x32, lengths 12-35: {seconds * 1e3:.0f} ms/step, "
-          f"{64 / seconds:.0f} pairs/s (process CPU {cpu * 1e3:.0f} ms/step, {64 / cpu:.0f} pairs per CPU-second)")
+    print(
+        f"[small] training step, batch 64, 64x32, lengths 12-35: {seconds * 1e3:.0f} ms/step, "
+        f"{64 / seconds:.0f} pairs/s (process CPU {cpu * 1e3:.0f} ms/step, {64 / cpu:.0f} pairs per CPU-second)"
+    )
     model.eval()
     with torch.no_grad():
         images = torch.randn(256, 3, 64, 32)
@@ -174,15 +192,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load}")
-    sections = {"text": lambda: bench_text(args.repeats), "wam": lambda: bench_wam(args.repeats),
-                "step": lambda: bench_paper_step(max(1, args.repeats - 1)),
-                "small": lambda: bench_small(args.repeats, args)}
+    sections = {
+        "text": lambda: bench_text(args.repeats),
+        "wam": lambda: bench_wam(args.repeats),
+        "step": lambda: bench_paper_step(max(1, args.repeats - 1)),
+        "small": lambda: bench_small(args.repeats, args),
+    }
     for name in args.sections.split(","):
         start = time.perf_counter()
         sections[name.strip()]()
         load = os.getloadavg()[0]
-        print(f"  ({name.strip()}: {time.perf_counter() - start:.0f} s, peak RSS so far {peak_rss_mib():.0f} MiB, "
-              f"load average {load:.1f})")
+        print(
+            f"  ({name.strip()}: {time.perf_counter() - start:.0f} s, peak RSS so far {peak_rss_mib():.0f} MiB, "
+            f"load average {load:.1f})"
+        )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,12 @@ def latency_ms(index, spec, queries: np.ndarray, k: int = 10, features=None, bud
         times.append((time.perf_counter() - start) * 1e3)
         if len(times) >= 20 and time.perf_counter() - begin > budget_s:
             break
-    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
-            "mean_ms": float(np.mean(times)), "queries": len(times)}
+    return {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "mean_ms": float(np.mean(times)),
+        "queries": len(times),
+    }
 
 
 def fill(index, source: ClusteredVectors, size: int) -> float:
@@ -118,13 +122,20 @@ def fill(index, source: ClusteredVectors, size: int) -> float:
 
 
 def report(stage: str, size: int, index, spec, source, queries, rss_before: int, build_s: float) -> dict:
-    row = {"stage": stage, "images": size, "build_s": round(build_s, 1),
-           "index_MB": round(ann.index_bytes(index) / 2**20, 1),
-           "rss_growth_MB": round((rss_bytes() - rss_before) / 2**20, 1), **latency_ms(index, spec, queries)}
-    print(f"{stage:6s} {size:>9,d} images  p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms  "
-          f"index {row['index_MB']:9.1f} MB  (RSS +{row['rss_growth_MB']:.0f} MB, built in {build_s:.1f} s, "
-          f"{row['queries']} queries)",
-          flush=True)
+    row = {
+        "stage": stage,
+        "images": size,
+        "build_s": round(build_s, 1),
+        "index_MB": round(ann.index_bytes(index) / 2**20, 1),
+        "rss_growth_MB": round((rss_bytes() - rss_before) / 2**20, 1),
+        **latency_ms(index, spec, queries),
+    }
+    print(
+        f"{stage:6s} {size:>9,d} images  p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms  "
+        f"index {row['index_MB']:9.1f} MB  (RSS +{row['rss_growth_MB']:.0f} MB, built in {build_s:.1f} s, "
+        f"{row['queries']} queries)",
+        flush=True,
+    )
     return row
 
 
@@ -158,6 +169,7 @@ def stage_ivfpq(sizes, source, queries, nlist: int, nprobe: int, train_size: int
         rows[-1].update({"nlist": nlist, "nprobe": nprobe, "train_s": round(train_s, 1)})
         del index
     return rows
+
 
 def real_gallery(work: Path, ids: int) -> Path:
     """A synthetic gallery of ``ids`` x 4 images at 64x32 (what ``ssan synth --size 64x32`` writes)."""
@@ -193,20 +205,34 @@ def approximate_rows(features, queries, exact) -> list:
         if key not in built:
             built[key] = ann.build(features, spec)
         index, resolved = built[key]
-        resolved = ann.IndexSpec.from_dict({**resolved.to_dict(), "nprobe": spec.nprobe, "refine": spec.refine,
-                                            "ef_search": spec.ef_search})
+        resolved = ann.IndexSpec.from_dict(
+            {**resolved.to_dict(), "nprobe": spec.nprobe, "refine": spec.refine, "ef_search": spec.ef_search}
+        )
         ann.configure(index, resolved)
         build_s = time.perf_counter() - start
         _, found = ann.search(index, resolved, queries, 10, features=features)
-        row = {"stage": "real", "kind": spec.kind, "images": len(features), "dim": features.shape[1],
-               "recall@10": ann.recall_at_k(exact, found), "index_MB": round(ann.index_bytes(index) / 2**20, 1),
-               "build_s": round(build_s, 1), **latency_ms(index, resolved, queries[:200], features=features)}
-        detail = (f"nlist={resolved.nlist} m={resolved.m} nprobe={min(resolved.nprobe, resolved.nlist)} "
-                  f"refine={resolved.refine}"
-                  if spec.kind == "ivfpq" else f"M={resolved.hnsw_m} efSearch={resolved.ef_search}")
+        row = {
+            "stage": "real",
+            "kind": spec.kind,
+            "images": len(features),
+            "dim": features.shape[1],
+            "recall@10": ann.recall_at_k(exact, found),
+            "index_MB": round(ann.index_bytes(index) / 2**20, 1),
+            "build_s": round(build_s, 1),
+            **latency_ms(index, resolved, queries[:200], features=features),
+        }
+        detail = (
+            f"nlist={resolved.nlist} m={resolved.m} nprobe={min(resolved.nprobe, resolved.nlist)} "
+            f"refine={resolved.refine}"
+            if spec.kind == "ivfpq"
+            else f"M={resolved.hnsw_m} efSearch={resolved.ef_search}"
+        )
         row["params"] = detail
-        print(f"real   {spec.kind:5s} {detail:38s} recall@10 {row['recall@10']:.4f}  p50 {row['p50_ms']:.2f} ms  "
-              f"p99 {row['p99_ms']:.2f} ms  index {row['index_MB']:.1f} MB", flush=True)
+        print(
+            f"real   {spec.kind:5s} {detail:38s} recall@10 {row['recall@10']:.4f}  p50 {row['p50_ms']:.2f} ms  "
+            f"p99 {row['p99_ms']:.2f} ms  index {row['index_MB']:.1f} MB",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
@@ -221,11 +247,15 @@ def stage_real(args) -> list:
     try:
         root = real_gallery(work, args.real_ids)
         start = time.perf_counter()
-        index = build_index(work / "index", args.checkpoint, images=root / "imgs", overwrite=True,
-                                   batch_size=256, progress=False)
+        index = build_index(
+            work / "index", args.checkpoint, images=root / "imgs", overwrite=True, batch_size=256, progress=False
+        )
         seconds = time.perf_counter() - start
-        print(f"real   encoded {len(index):,d} images (vector width {index.layout['dim']}) in {seconds:.1f} s "
-              f"({len(index) / seconds:.0f} images/s)", flush=True)
+        print(
+            f"real   encoded {len(index):,d} images (vector width {index.layout['dim']}) in {seconds:.1f} s "
+            f"({len(index) / seconds:.0f} images/s)",
+            flush=True,
+        )
         searcher = Searcher(work / "index")
         queries, texts = caption_queries(searcher, root, args.queries * 5)
         features = np.ascontiguousarray(index.features, dtype=np.float32)
@@ -237,10 +267,17 @@ def stage_real(args) -> list:
             begin = time.perf_counter()
             searcher.search(text, k=10)
             times.append((time.perf_counter() - begin) * 1e3)
-        row = {"stage": "real-e2e", "images": len(index), "p50_ms": float(np.percentile(times, 50)),
-               "p99_ms": float(np.percentile(times, 99))}
-        print(f"real   Searcher.search (text encoding + exact search, {len(index):,d} images): "
-              f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms", flush=True)
+        row = {
+            "stage": "real-e2e",
+            "images": len(index),
+            "p50_ms": float(np.percentile(times, 50)),
+            "p99_ms": float(np.percentile(times, 99)),
+        }
+        print(
+            f"real   Searcher.search (text encoding + exact search, {len(index):,d} images): "
+            f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms",
+            flush=True,
+        )
         return rows + [row]
     finally:
         if not args.work:
@@ -264,8 +301,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     stages = set(args.stages.split(","))
     faiss = ann.faiss_module()
-    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     rows = []
     if stages & {"exact", "ivfpq"}:
         source = ClusteredVectors()

@@ -61,9 +61,16 @@ def untrained_checkpoint(path: Path, vocab_words: list) -> Path:
     config = load_config("synth")
     torch.manual_seed(0)
     model = SSAN(len(vocab_words), config.model)
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": vocab_words, "config": config.to_dict(),
-             "dataset": {"name": "synth", "num_classes": 0, "vocab_size": len(vocab_words)},
-             "epoch": 0, "metrics": {}, "best": None}
+    state = {
+        "arch": model.arch,
+        "model": model.state_dict(),
+        "vocab": vocab_words,
+        "config": config.to_dict(),
+        "dataset": {"name": "synth", "num_classes": 0, "vocab_size": len(vocab_words)},
+        "epoch": 0,
+        "metrics": {},
+        "best": None,
+    }
     return save_checkpoint(path, state)
 
 
@@ -84,8 +91,20 @@ def build_index(work: Path, checkpoint, ids: int) -> Path:
 
 def start_server(index: Path, port: int, backend: str, threads, token, audit: Path) -> subprocess.Popen:
     """``ssan serve`` with ``token`` in $SSAN_TOKEN and its audit log at ``audit`` (no token: --no-auth, no log)."""
-    command = [sys.executable, "-m", "ssan", "serve", "--index", str(index), "--host", "127.0.0.1",
-               "--port", str(port), "--backend", backend]
+    command = [
+        sys.executable,
+        "-m",
+        "ssan",
+        "serve",
+        "--index",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend",
+        backend,
+    ]
     command += ["--audit-log", str(audit)] if token else ["--no-auth", "--no-audit-log"]
     if threads:
         command += ["--threads", str(threads)]
@@ -128,19 +147,26 @@ def client(base: str, headers: dict, stop_at: float, seed: int, latencies: list,
 def load_test(base: str, headers: dict, clients: int, duration: float) -> dict:
     latencies, errors = [], []
     stop_at = time.monotonic() + duration
-    threads = [threading.Thread(target=client, args=(base, headers, stop_at, seed, latencies, errors))
-               for seed in range(clients)]
+    threads = [
+        threading.Thread(target=client, args=(base, headers, stop_at, seed, latencies, errors))
+        for seed in range(clients)
+    ]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=duration + 60)
     elapsed = time.perf_counter() - start
-    return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(latencies),
-            "requests_per_s": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
-            "p99_ms": float(np.percentile(latencies, 99)) if latencies else float("nan"),
-            "errors": len(errors), "first_errors": errors[:3]}
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
+        "p99_ms": float(np.percentile(latencies, 99)) if latencies else float("nan"),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+    }
 
 
 def main(argv=None) -> int:
@@ -165,14 +191,19 @@ def main(argv=None) -> int:
         server = start_server(index, port, args.backend, args.threads, token, audit)
         health = wait_ready(base, server)
         access = "no token, no audit log" if token is None else "token and audit log"
-        print(f"serving {health['images']} images ({health['kind']} index, {health['backend']} encoders, "
-              f"threads {args.threads or 'default'}, {access}) at {base}; "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"serving {health['images']} images ({health['kind']} index, {health['backend']} encoders, "
+            f"threads {args.threads or 'default'}, {access}) at {base}; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         result = load_test(base, headers, args.clients, args.duration)
-        print(f"{result['clients']} clients x {result['seconds']} s: {result['requests']} requests, "
-              f"{result['requests_per_s']:.1f} requests/s, p50 {result['p50_ms']:.1f} ms, "
-              f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}")
+        print(
+            f"{result['clients']} clients x {result['seconds']} s: {result['requests']} requests, "
+            f"{result['requests_per_s']:.1f} requests/s, p50 {result['p50_ms']:.1f} ms, "
+            f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}"
+        )
         for error in result["first_errors"]:
             print(f"  error: {error}")
         if token:

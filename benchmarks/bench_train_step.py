@@ -52,8 +52,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare(Path(tmp), args.ids)
-        overrides = [f"train.max_steps_per_epoch={args.steps}", "optim.epochs=1", "train.eval_every=1000",
-                     "data.num_workers=0", f"train.cpu_threads={args.threads}", *args.overrides]
+        overrides = [
+            f"train.max_steps_per_epoch={args.steps}",
+            "optim.epochs=1",
+            "train.eval_every=1000",
+            "data.num_workers=0",
+            f"train.cpu_threads={args.threads}",
+            *args.overrides,
+        ]
         config = load_config(args.preset, overrides)
         trainer = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu")
         original = trainer.train_step
@@ -71,8 +77,10 @@ def main() -> None:
         trainer.train_step = timed_step
         trainer.fit()
         steps = len(timings)
-        print(f"preset {args.preset} {' '.join(args.overrides)}: {steps} steps, batch {config.data.batch_size}, "
-              f"{args.threads} thread(s)")
+        print(
+            f"preset {args.preset} {' '.join(args.overrides)}: {steps} steps, batch {config.data.batch_size}, "
+            f"{args.threads} thread(s)"
+        )
         warm = sorted(timings[3:]) or sorted(timings)
         print(f"step time: median {warm[len(warm) // 2] * 1000:.1f} ms, min {warm[0] * 1000:.1f} ms")
         per_step = {name: count / steps for name, count in sorted(counter.items())}

@@ -44,9 +44,7 @@ from ssan.video import IngestOptions, build_track_index, generate_synthetic_vide
 
 def scene(out: Path, seconds: float, people: int, size=(360, 640), seed: int = 0) -> Path:
     if not (out / "people.json").is_file():
-        generate_synthetic_video(
-            out, seconds=seconds, people=people, fps=10, size=size, seed=seed, progress=False
-        )
+        generate_synthetic_video(out, seconds=seconds, people=people, fps=10, size=size, seed=seed, progress=False)
     return out
 
 
@@ -154,9 +152,7 @@ def _time_forward(model, frames: list) -> None:
             model.head(list(model.backbone(batch.tensors).values()))
 
     seconds, _ = best_of(3, forward)
-    print(
-        f"ssdlite320 network alone (transform, backbone, heads): {len(images) / seconds:.1f} frames/s (best of 3)"
-    )
+    print(f"ssdlite320 network alone (transform, backbone, heads): {len(images) / seconds:.1f} frames/s (best of 3)")
 
 
 _CHILD = (
@@ -223,9 +219,7 @@ def crop_vectors(checkpoint, street: Path, keep_ids: bool):
     (source,), _ = find_sources([street / "video.mp4"])
     boxes = MotBoxes(read_mot(street / "gt" / "gt.txt"), None if keep_ids else 0.5)
     tracks, owners = [], []
-    for track in SourceIngest(
-        source, boxes, IngestOptions(fps=5, keep_ids=keep_ids), info.height, False
-    ).tracks():
+    for track in SourceIngest(source, boxes, IngestOptions(fps=5, keep_ids=keep_ids), info.height, False).tracks():
         feats = encoders.image(torch.stack([transform(c.image) for c in track.crops]))
         tracks.append(flatten_features(feats).numpy())
         owners.append(_owner(street, track))
@@ -265,16 +259,11 @@ def stage_retrieval(args, work: Path) -> None:
             people = json.loads((street / "people.json").read_text())["people"]
             walkers = [int(k) for k in sorted(people, key=int) for _ in people[k]["captions"]]
             captions = [c for k in sorted(people, key=int) for c in people[k]["captions"]]
-            queries = encode_token_lists(
-                encoders, [info.vocab.encode(c)[0] for c in captions], info.max_length
-            )
+            queries = encode_token_lists(encoders, [info.vocab.encode(c)[0] for c in captions], info.max_length)
             means = np.stack([mean_of_normalised(t, widths) for t in tracks])
             crops = np.concatenate(tracks)
             crop_owner = np.concatenate([np.full(len(t), i) for i, t in enumerate(tracks)])
-            scores = {
-                "mean": queries @ means.T,
-                "max": max_over_crops(queries @ crops.T, crop_owner, len(tracks)),
-            }
+            scores = {"mean": queries @ means.T, "max": max_over_crops(queries @ crops.T, crop_owner, len(tracks))}
             is_first = [i == 0 or walkers[i - 1] != w for i, w in enumerate(walkers)]
             for name, matrix in scores.items():
                 found = _ranks(matrix, owners, walkers)
@@ -295,9 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint (e.g. ssan demo's best.pt)")
     parser.add_argument("--stages", default="ingest,detector,memory,retrieval")
-    parser.add_argument(
-        "--work", default=None, help="folder for the scenes and indexes (default: a temp folder)"
-    )
+    parser.add_argument("--work", default=None, help="folder for the scenes and indexes (default: a temp folder)")
     parser.add_argument("--ingest-seconds", type=float, default=120)
     parser.add_argument("--detector-seconds", type=float, default=10)
     parser.add_argument("--detector-fps", type=float, default=2)
@@ -307,12 +294,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-video-"))
     work.mkdir(parents=True, exist_ok=True)
-    stages = {
-        "ingest": stage_ingest,
-        "detector": stage_detector,
-        "memory": stage_memory,
-        "retrieval": stage_retrieval,
-    }
+    stages = {"ingest": stage_ingest, "detector": stage_detector, "memory": stage_memory, "retrieval": stage_retrieval}
     for name in args.stages.split(","):
         stages[name](args, work)
 

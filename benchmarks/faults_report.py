@@ -6,7 +6,7 @@ Usage::
     python benchmarks/faults_report.py --quick    # skip the tests marked slow
     python benchmarks/faults_report.py --junit out.xml --details
 
-Per category (interrupted training, checkpoints, images, annotations, queries, service, access):
+Per category (interrupted training, checkpoints, images, annotations, queries, service, access, footage):
 
 - *cases tried*: hostile inputs / kill moments exercised; a test reports its count with
   ``record_property("cases", n)`` (a hypothesis test once per example); 1 when it reports none;
@@ -37,14 +37,26 @@ CATEGORIES = [  # (name, test file, -k expression or None)
     ("queries", "tests/test_faults_annotations.py", "query"),
     ("service", "tests/test_faults_service.py", None),
     ("access", "tests/test_faults_access.py", None),
+    ("footage", "tests/test_video_faults.py", None),
 ]
 
 
 def run_pytest(junit: Path, quick: bool) -> tuple:
     """Run every fault test file in one pytest session; returns (exit status, seconds)."""
     files = sorted({file for _, file, _ in CATEGORIES})
-    command = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", f"--junitxml={junit}",
-               "-o", "junit_family=xunit1", "-q", "-rfEX"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *files,
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        "-o",
+        "junit_family=xunit1",
+        "-q",
+        "-rfEX",
+    ]
     if quick:
         command += ["-m", "not slow"]
     started = time.perf_counter()
@@ -68,11 +80,16 @@ def read_cases(junit: Path) -> list:
         props = [(p.get("name"), p.get("value")) for p in case.iter("property")]
         counted = [int(value) for name, value in props if name == "cases"]
         module = case.get("classname", "").split(".")[-1]
-        rows.append({
-            "file": f"tests/{module}.py", "name": case.get("name", ""), "outcome": outcome(case),
-            "seconds": float(case.get("time", 0) or 0), "cases": sum(counted) if counted else 1,
-            "notes": {name: value for name, value in props if name != "cases"},
-        })
+        rows.append(
+            {
+                "file": f"tests/{module}.py",
+                "name": case.get("name", ""),
+                "outcome": outcome(case),
+                "seconds": float(case.get("time", 0) or 0),
+                "cases": sum(counted) if counted else 1,
+                "notes": {name: value for name, value in props if name != "cases"},
+            }
+        )
     return rows
 
 
@@ -90,27 +107,35 @@ def tally(rows: list) -> list:
     for name, file, keyword in CATEGORIES:
         mine = [r for r in rows if _selected(r, file, keyword)]
         command = f"python -m pytest {file}" + (f" -k '{keyword}'" if keyword else "")
-        table.append({
-            "category": name, "tests": len(mine),
-            "tried": sum(r["cases"] for r in mine if r["outcome"] != "skipped"),
-            "survived": sum(r["cases"] for r in mine if r["outcome"] == "passed"),
-            "failed": sum(r["outcome"] == "failed" for r in mine),
-            "lost": sum(r["outcome"] != "passed" for r in mine if r["name"].startswith("test_no_data_lost")),
-            "integrity": sum(r["name"].startswith("test_no_data_lost") for r in mine),
-            "known": sum(r["outcome"] == "xfail" for r in mine),
-            "seconds": sum(r["seconds"] for r in mine), "command": command,
-        })
+        table.append(
+            {
+                "category": name,
+                "tests": len(mine),
+                "tried": sum(r["cases"] for r in mine if r["outcome"] != "skipped"),
+                "survived": sum(r["cases"] for r in mine if r["outcome"] == "passed"),
+                "failed": sum(r["outcome"] == "failed" for r in mine),
+                "lost": sum(r["outcome"] != "passed" for r in mine if r["name"].startswith("test_no_data_lost")),
+                "integrity": sum(r["name"].startswith("test_no_data_lost") for r in mine),
+                "known": sum(r["outcome"] == "xfail" for r in mine),
+                "seconds": sum(r["seconds"] for r in mine),
+                "command": command,
+            }
+        )
     return table
 
 
 def markdown(table: list) -> str:
-    lines = ["| category | tests | cases tried | faults survived | failed tests | data lost (integrity checks) "
-             "| known bugs (xfail) | time (s) | reproduce |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| category | tests | cases tried | faults survived | failed tests | data lost (integrity checks) "
+        "| known bugs (xfail) | time (s) | reproduce |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for row in table:
-        lines.append(f"| {row['category']} | {row['tests']} | {row['tried']} | {row['survived']} | {row['failed']} "
-                     f"| {row['lost']} ({row['integrity']}) | {row['known']} | {row['seconds']:.1f} "
-                     f"| `{row['command']}` |")
+        lines.append(
+            f"| {row['category']} | {row['tests']} | {row['tried']} | {row['survived']} | {row['failed']} "
+            f"| {row['lost']} ({row['integrity']}) | {row['known']} | {row['seconds']:.1f} "
+            f"| `{row['command']}` |"
+        )
     return "\n".join(lines)
 
 
@@ -118,8 +143,10 @@ def details(rows: list) -> str:
     lines = []
     for row in rows:
         notes = "; ".join(f"{k}={v}" for k, v in row["notes"].items())
-        lines.append(f"  {row['outcome']:7s} {row['cases']:5d} {row['seconds']:7.1f}s  {row['file']}::{row['name']}"
-                     + (f"  [{notes}]" if notes else ""))
+        lines.append(
+            f"  {row['outcome']:7s} {row['cases']:5d} {row['seconds']:7.1f}s  {row['file']}::{row['name']}"
+            + (f"  [{notes}]" if notes else "")
+        )
     return "\n".join(lines)
 
 
@@ -140,9 +167,11 @@ def main(argv=None) -> int:
     print()
     print(markdown(table))
     total = {key: sum(r[key] for r in table) for key in ("tests", "tried", "survived", "failed", "lost", "known")}
-    print(f"\ntotal: {total['tests']} tests, {total['tried']} cases tried, {total['survived']} survived, "
-          f"{total['failed']} failed tests, data lost {total['lost']}, known bugs {total['known']}"
-          + (f"; pytest wall time {seconds:.1f} s" if seconds is not None else ""))
+    print(
+        f"\ntotal: {total['tests']} tests, {total['tried']} cases tried, {total['survived']} survived, "
+        f"{total['failed']} failed tests, data lost {total['lost']}, known bugs {total['known']}"
+        + (f"; pytest wall time {seconds:.1f} s" if seconds is not None else "")
+    )
     notes = [(r["file"], r["name"], r["notes"]) for r in rows if r["notes"]]
     for file, name, extra in notes:
         print(f"  {file}::{name}: " + "; ".join(f"{k} = {v}" for k, v in extra.items()))

@@ -39,18 +39,44 @@ HERE = Path(__file__).resolve().parent
 
 def sizes(dry_run: bool) -> dict:
     if dry_run:
-        return {"ids": 60, "images": 2, "steps": 4, "preset": "synth", "gallery": 600, "device": "cpu",
-                "extra": ["data.batch_size=16", "data.num_workers=0", "model.embed_dim=32", "model.word_dim=16",
-                          "model.hidden_dim=32", "model.cnn_width=8"]}
-    return {"ids": 13750, "images": 2, "steps": 150, "preset": "cuhk-pedes", "gallery": 19848, "device": "cuda",
-            "extra": ["model.pretrained=false", "data.num_workers=8"]}
+        return {
+            "ids": 60,
+            "images": 2,
+            "steps": 4,
+            "preset": "synth",
+            "gallery": 600,
+            "device": "cpu",
+            "extra": [
+                "data.batch_size=16",
+                "data.num_workers=0",
+                "model.embed_dim=32",
+                "model.word_dim=16",
+                "model.hidden_dim=32",
+                "model.cnn_width=8",
+            ],
+        }
+    return {
+        "ids": 13750,
+        "images": 2,
+        "steps": 150,
+        "preset": "cuhk-pedes",
+        "gallery": 19848,
+        "device": "cuda",
+        "extra": ["model.pretrained=false", "data.num_workers=8"],
+    }
 
 
 def make_data(folder: Path, spec: dict) -> Path:
     from ssan.data import generate_synthetic, prepare_dataset
 
-    generate_synthetic(folder / "synth", ids=spec["ids"], images_per_id=spec["images"], size=(64, 32), seed=0,
-                       workers=min(16, os.cpu_count() or 1))
+    generate_synthetic(
+        folder / "synth",
+        ids=spec["ids"],
+        images_per_id=spec["images"],
+        size=(64, 32),
+        seed=0,
+        workers=min(16, os.cpu_count() or 1),
+    )
     prepare_dataset("cuhk-pedes", folder / "synth", folder / "prepared")
     return folder / "prepared"
 
@@ -102,11 +128,15 @@ def time_steps(trainer, steps: int, device: torch.device) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     timed = index - 3
-    return {"steps": timed, "steps_per_s": round(timed / seconds, 3),
-            "images_per_s": round(timed * trainer.config.data.batch_size / seconds, 1),
-            "loader_wait_s_per_step": round(sum(waits) / max(1, len(waits)), 4),
-            "syncs_per_step": round(sum(syncs[3:]) / max(1, timed), 2), "syncs_first_steps": syncs[:3],
-            "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+    return {
+        "steps": timed,
+        "steps_per_s": round(timed / seconds, 3),
+        "images_per_s": round(timed * trainer.config.data.batch_size / seconds, 1),
+        "loader_wait_s_per_step": round(sum(waits) / max(1, len(waits)), 4),
+        "syncs_per_step": round(sum(syncs[3:]) / max(1, timed), 2),
+        "syncs_first_steps": syncs[:3],
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    }
 
 
 def ssan_command(data: Path, out: Path, spec: dict, overrides: list) -> list:
@@ -118,13 +148,26 @@ def ssan_command(data: Path, out: Path, spec: dict, overrides: list) -> list:
 
 def stage_torchrun(data: Path, spec: dict, folder: Path) -> dict:
     overrides = ["optim.epochs=1", "train.max_steps_per_epoch=5"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "ssan",
-               *ssan_command(data, folder / "torchrun", spec, overrides)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "ssan",
+        *ssan_command(data, folder / "torchrun", spec, overrides),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     said = [line for line in proc.stderr.splitlines() if "WORLD_SIZE=1" in line]
-    return {"returncode": proc.returncode, "seconds": round(time.perf_counter() - started, 1),
-            "path_taken": said[0] if said else None, "stderr_tail": proc.stderr[-1500:] if proc.returncode else ""}
+    return {
+        "returncode": proc.returncode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "path_taken": said[0] if said else None,
+        "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
+    }
 
 
 # Runs `python -m ssan ARGS` and SIGKILLs itself before step KILL_AT ("epoch,step"), after waiting
@@ -142,7 +185,10 @@ class Kill(Hook):
             os.kill(os.getpid(), signal.SIGKILL)
 
 original = _trainer.Trainer.from_config.__func__
-_trainer.Trainer.from_config = classmethod(lambda cls, *a, hooks=(), **k: original(cls, *a, hooks=[*hooks, Kill()], **k))
+def from_config(cls, *a, hooks=(), **k):
+    return original(cls, *a, hooks=[*hooks, Kill()], **k)
+
+_trainer.Trainer.from_config = classmethod(from_config)
 sys.argv = ["ssan"] + sys.argv[1:]
 runpy.run_module("ssan", run_name="__main__", alter_sys=True)
 """
@@ -154,21 +200,40 @@ def stage_resume(data: Path, spec: dict, folder: Path) -> dict:
     report = {}
     steps = 4 if spec["device"] == "cpu" else 20
     for deterministic in (True, False):
-        overrides = ["optim.epochs=2", f"train.max_steps_per_epoch={steps}", f"train.checkpoint_every={steps // 2}",
-                     f"train.deterministic={str(deterministic).lower()}"]
+        overrides = [
+            "optim.epochs=2",
+            f"train.max_steps_per_epoch={steps}",
+            f"train.checkpoint_every={steps // 2}",
+            f"train.deterministic={str(deterministic).lower()}",
+        ]
         name = "deterministic" if deterministic else "default"
         whole, cut = folder / f"whole-{name}", folder / f"cut-{name}"
-        subprocess.run([sys.executable, "-m", "ssan", *ssan_command(data, whole, spec, overrides)], check=True,
-                       capture_output=True, timeout=900)
-        killed = subprocess.run([sys.executable, "-c", KILLER, *ssan_command(data, cut, spec, overrides)],
-                                env={**os.environ, "KILL_AT": f"1,{steps // 2 + 1}"}, capture_output=True, timeout=900)
-        subprocess.run([sys.executable, "-m", "ssan", *ssan_command(data, cut, spec, overrides), "--resume"],
-                       check=True, capture_output=True, timeout=900)
+        subprocess.run(
+            [sys.executable, "-m", "ssan", *ssan_command(data, whole, spec, overrides)],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLER, *ssan_command(data, cut, spec, overrides)],
+            env={**os.environ, "KILL_AT": f"1,{steps // 2 + 1}"},
+            capture_output=True,
+            timeout=900,
+        )
+        subprocess.run(
+            [sys.executable, "-m", "ssan", *ssan_command(data, cut, spec, overrides), "--resume"],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
         a = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
         b = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
         diffs = [(a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point()]
-        report[name] = {"killed_returncode": killed.returncode, "max_weight_difference": max(diffs),
-                        "bit_identical": all(torch.equal(a[k], b[k]) for k in a)}
+        report[name] = {
+            "killed_returncode": killed.returncode,
+            "max_weight_difference": max(diffs),
+            "bit_identical": all(torch.equal(a[k], b[k]) for k in a),
+        }
     return report
 
 
@@ -191,16 +256,26 @@ def stage_metrics(spec: dict) -> dict:
     _sync(device)
     device_s = time.perf_counter() - started
     del moved, scores
-    widths = {"global": (1024,), "parts": (6, 1024), "relation": (6, 512)} if device.type == "cuda" else \
-        {"global": (32,), "parts": (6, 32), "relation": (6, 16)}
+    widths = (
+        {"global": (1024,), "parts": (6, 1024), "relation": (6, 512)}
+        if device.type == "cuda"
+        else {"global": (32,), "parts": (6, 32), "relation": (6, 16)}
+    )
     feats = {t: torch.randn(size, *w, generator=gen).to(device) for t, w in widths.items()}
     texts = {t: v + 0.5 * torch.randn(v.shape, generator=gen).to(device) for t, v in feats.items()}
     started = time.perf_counter()
     four = evaluate_features(feats, texts, labels, labels, device=device)
     _sync(device)
-    return {"size": size, "rank_metrics_cpu_s": round(cpu_s, 3), "rank_metrics_device_s": round(device_s, 3),
-            "identical": on_cpu == on_device, "cpu": on_cpu, "device": on_device,
-            "four_term_evaluation_s": round(time.perf_counter() - started, 3), "four_term_sum": four["t2i"]["sum"]}
+    return {
+        "size": size,
+        "rank_metrics_cpu_s": round(cpu_s, 3),
+        "rank_metrics_device_s": round(device_s, 3),
+        "identical": on_cpu == on_device,
+        "cpu": on_cpu,
+        "device": on_device,
+        "four_term_evaluation_s": round(time.perf_counter() - started, 3),
+        "four_term_sum": four["t2i"]["sum"],
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -231,16 +306,24 @@ def main() -> int:
     if spec["device"] == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --dry-run on a machine without a GPU", file=sys.stderr)
         return 2
-    report = {"dry_run": args.dry_run, "torch": torch.__version__, "python": platform.python_version(),
-              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    report = {
+        "dry_run": args.dry_run,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     stages = args.stages.split(",")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = make_data(folder, spec)
         report["data_seconds"] = round(time.perf_counter() - started, 1)
-        work = {"train": lambda: stage_train(data, spec, folder), "torchrun": lambda: stage_torchrun(data, spec, folder),
-                "resume": lambda: stage_resume(data, spec, folder), "metrics": lambda: stage_metrics(spec)}
+        work = {
+            "train": lambda: stage_train(data, spec, folder),
+            "torchrun": lambda: stage_torchrun(data, spec, folder),
+            "resume": lambda: stage_resume(data, spec, folder),
+            "metrics": lambda: stage_metrics(spec),
+        }
         for name in stages:
             run_stage(report, name, work[name])
     report["total_seconds"] = round(time.perf_counter() - started, 1)

@@ -31,12 +31,14 @@ def main() -> None:
     terms = trainer.train_step(batch, epoch=int(epoch), step=0)
     names = sorted(terms)
     logged = distributed.average(torch.stack([terms[n].double() for n in names]))
-    params = list(trainer.model.named_parameters()) + [(f"criterion.{n}", p)
-                                                       for n, p in trainer.criterion.named_parameters()]
+    params = list(trainer.model.named_parameters()) + [
+        (f"criterion.{n}", p) for n, p in trainer.criterion.named_parameters()
+    ]
     grads = {name: p.grad.detach().clone() for name, p in params if p.grad is not None}
     if info.is_main:
-        torch.save({"grads": grads, "terms": dict(zip(names, logged.tolist())), "world": info.world_size},
-                   f"{out}/step.pt")
+        torch.save(
+            {"grads": grads, "terms": dict(zip(names, logged.tolist())), "world": info.world_size}, f"{out}/step.pt"
+        )
     distributed.cleanup()
 
 

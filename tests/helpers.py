@@ -39,9 +39,16 @@ def save_random_checkpoint(path, prepared_dir, seed: int = 0, **arch):
     prepared = load_prepared(prepared_dir)
     torch.manual_seed(seed)
     model = SSAN(len(prepared.vocab), **{**TINY_ARCH, **arch})
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
-             "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
-             "config": load_config("synth").to_dict(), "epoch": 0, "metrics": {}, "best": None}
+    state = {
+        "arch": model.arch,
+        "model": model.state_dict(),
+        "vocab": prepared.vocab.to_list(),
+        "dataset": {"name": "synth", "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
+        "config": load_config("synth").to_dict(),
+        "epoch": 0,
+        "metrics": {},
+        "best": None,
+    }
     return save_checkpoint(path, state)
 
 

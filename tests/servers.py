@@ -103,9 +103,7 @@ def cli_server(*args, env=None, timeout_s: float = 120.0):
         if not line:
             process.kill()
             errors.seek(0)
-            raise RuntimeError(
-                f"ssan serve printed no start-up line within {timeout_s:.0f} s: {errors.read()[-2000:]}"
-            )
+            raise RuntimeError(f"ssan serve printed no start-up line within {timeout_s:.0f} s: {errors.read()[-2000:]}")
         yield process, line
     finally:
         errors.close()

@@ -105,9 +105,7 @@ def _search_and_see_images(page, query: str, k: int) -> None:
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             yield instance
         finally:
@@ -203,14 +201,10 @@ def test_track_results_show_camera_time_and_frame_and_play_the_clip_from_the_sta
         text = figure.inner_text()
         assert entry["camera"] in text and f"track {entry['track']}" in text
         assert f"{_clock(entry['start'])}–{_clock(entry['end'])}" in text
-    frame_widths = page.eval_on_selector_all(
-        "#results img.frame", "imgs => imgs.map(img => img.naturalWidth)"
-    )
+    frame_widths = page.eval_on_selector_all("#results img.frame", "imgs => imgs.map(img => img.naturalWidth)")
     assert frame_widths == [256] * len(entries)  # the full frames, not the crops
 
-    late = max(
-        (i for i, e in enumerate(entries) if e["camera"] == "street"), key=lambda i: entries[i]["start"]
-    )
+    late = max((i for i, e in enumerate(entries) if e["camera"] == "street"), key=lambda i: entries[i]["start"])
     start = entries[late]["start"]
     assert start > 1.5  # far enough from 0 that a clip played from the beginning cannot pass
     page.evaluate(  # record where playback really begins (evaluate is not bound by the page's CSP)
@@ -221,18 +215,13 @@ def test_track_results_show_camera_time_and_frame_and_play_the_clip_from_the_sta
     _wait_until(page, "window.firstPlaying !== undefined", timeout_s=30)
     first = page.evaluate("window.firstPlaying")
     assert start - 0.05 <= first <= start + 0.3, (first, start)
-    _wait_until(
-        page, f"document.getElementById('clip').currentTime > {start + 0.3}", timeout_s=30
-    )  # it plays
+    _wait_until(page, f"document.getElementById('clip').currentTime > {start + 0.3}", timeout_s=30)  # it plays
     assert page.evaluate("document.getElementById('clip').error") is None
-    state = page.evaluate(
-        "(() => { const c = document.getElementById('clip'); return [c.paused, c.videoWidth]; })()"
-    )
+    state = page.evaluate("(() => { const c = document.getElementById('clip'); return [c.paused, c.videoWidth]; })()")
     assert state == [False, 256]
     entry = entries[late]
-    assert (
-        f"{entry['camera']} · {_clock(start)}–{_clock(entry['end'])} · track {entry['track']}"
-        == page.inner_text("#player-title")
+    assert f"{entry['camera']} · {_clock(start)}–{_clock(entry['end'])} · track {entry['track']}" == page.inner_text(
+        "#player-title"
     )
 
     lobby = next(i for i, e in enumerate(entries) if e["camera"] == "lobby")

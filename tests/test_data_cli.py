@@ -88,8 +88,16 @@ def _corrupt(root, case):
     raise AssertionError(case)
 
 
-CASES = ["malformed-json", "not-a-list", "missing-field", "empty-field", "missing-image", "empty-image",
-         "not-an-image", "truncated-image"]
+CASES = [
+    "malformed-json",
+    "not-a-list",
+    "missing-field",
+    "empty-field",
+    "missing-image",
+    "empty-image",
+    "not-an-image",
+    "truncated-image",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -112,8 +120,12 @@ def test_bomb_header_is_refused(dataset, ssan, capsys):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     records = records_of(dataset)
-    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     (dataset / "imgs" / records[2]["file_path"]).write_bytes(bomb)
     assert ssan("prepare", "--dataset", "cuhk-pedes", "--root", dataset) == 2
     err = capsys.readouterr().err
@@ -128,7 +140,7 @@ def test_many_problems_are_capped_at_20_lines(dataset, ssan, capsys):
     save_records(dataset, records)
     assert ssan("prepare", "--dataset", "cuhk-pedes", "--root", dataset) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("ssan prepare: error:")):]
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("ssan prepare: error:")) :]
     assert lines[0].startswith(f"ssan prepare: error: {len(records)} problem(s) in ")
     assert len(lines) == 22 and lines[-1] == f"  ... and {len(records) - 20} more"
     assert all("field 'id' must be a non-negative integer" in line for line in lines[1:21])
@@ -168,10 +180,9 @@ def test_synth_refuses_to_overwrite_without_force(tmp_path, ssan, capsys):
     assert ssan(*args, "--force", "--seed", 1) == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--size", "12"), "expected HxW"),
-    (("--captions-per-image", "a-b"), "expected N or MIN-MAX"),
-])
+@pytest.mark.parametrize(
+    "args, message", [(("--size", "12"), "expected HxW"), (("--captions-per-image", "a-b"), "expected N or MIN-MAX")]
+)
 def test_synth_bad_options(tmp_path, ssan, capsys, args, message):
     with pytest.raises(SystemExit) as info:
         ssan("synth", tmp_path / "x", *args)

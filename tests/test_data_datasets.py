@@ -64,9 +64,11 @@ def test_weak_draws_are_reproducible_and_change_with_the_epoch(prepared):
 
 
 def test_weak_draw_is_uniform_over_other_captions():
-    records = [{"image": "a", "id": 1, "label": 0, "captions": ["x"], "tokens": [[1]]},
-               {"image": "b", "id": 1, "label": 0, "captions": ["y", "z"], "tokens": [[2], [3]]},
-               {"image": "c", "id": 1, "label": 0, "captions": ["w"], "tokens": [[4]]}]
+    records = [
+        {"image": "a", "id": 1, "label": 0, "captions": ["x"], "tokens": [[1]]},
+        {"image": "b", "id": 1, "label": 0, "captions": ["y", "z"], "tokens": [[2], [3]]},
+        {"image": "c", "id": 1, "label": 0, "captions": ["w"], "tokens": [[4]]},
+    ]
     data = TrainDataset(records, ".", lambda image: image)
     counts = {}
     for epoch in range(3000):
@@ -88,8 +90,9 @@ def test_train_dataset_rejects_single_image_labels_and_missing_labels():
 
 def test_train_loader_batches(prepared):
     data = TrainDataset(prepared.records("train"), prepared.image_root, build_transforms(24, 12, train=True))
-    batch = next(iter(make_loader(data, batch_size=6, shuffle=True, drop_last=True,
-                                  generator=torch.Generator().manual_seed(0))))
+    batch = next(
+        iter(make_loader(data, batch_size=6, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)))
+    )
     assert batch["image"].shape == (6, 3, 24, 12)
     assert batch["tokens"].shape == (6, int(batch["lengths"].max()))
     assert batch["weak_tokens"].shape == (6, int(batch["weak_lengths"].max()))

@@ -9,8 +9,13 @@ from ssan.errors import DataError
 
 
 def cuhk(**overrides):
-    record = {"split": "train", "captions": ["A man in a red shirt."], "file_path": "CUHK01/0001.png",
-              "processed_tokens": [["a", "man", "in", "a", "red", "shirt"]], "id": 1}
+    record = {
+        "split": "train",
+        "captions": ["A man in a red shirt."],
+        "file_path": "CUHK01/0001.png",
+        "processed_tokens": [["a", "man", "in", "a", "red", "shirt"]],
+        "id": 1,
+    }
     record.update(overrides)
     return {k: v for k, v in record.items() if v is not ...}
 
@@ -23,8 +28,13 @@ def write(root, records, name="reid_raw.json"):
 
 
 def test_cuhk_record_normalised(tmp_path):
-    ann = read_annotations("cuhk-pedes", write(tmp_path, [cuhk(split="Train"), cuhk(split="VAL", file_path="b.png"),
-                                                          cuhk(split="query", file_path="./c/d.png")]))
+    ann = read_annotations(
+        "cuhk-pedes",
+        write(
+            tmp_path,
+            [cuhk(split="Train"), cuhk(split="VAL", file_path="b.png"), cuhk(split="query", file_path="./c/d.png")],
+        ),
+    )
     assert not ann.problems
     first = ann.records[0]
     assert (first.index, first.split, first.image, first.id) == (0, "train", "CUHK01/0001.png", 1)
@@ -54,18 +64,26 @@ def test_icfg_only_train_and_test(tmp_path):
 
 
 def test_rstpreid_img_path_without_tokens(tmp_path):
-    record = {"id": 0, "img_path": "0000_c14_0031.jpg", "split": "train",
-              "captions": ["The man is wearing a grey jacket.His trousers are black."]}
+    record = {
+        "id": 0,
+        "img_path": "0000_c14_0031.jpg",
+        "split": "train",
+        "captions": ["The man is wearing a grey jacket.His trousers are black."],
+    }
     ann = read_annotations("rstpreid", write(tmp_path, [record], "data_captions.json"))
     assert ann.records[0].image == "0000_c14_0031.jpg"
-    assert ann.records[0].tokens == (("the", "man", "is", "wearing", "a", "grey", "jacket", "his", "trousers",
-                                      "are", "black"),)
+    assert ann.records[0].tokens == (
+        ("the", "man", "is", "wearing", "a", "grey", "jacket", "his", "trousers", "are", "black"),
+    )
     assert ann.retokenized == 0
 
 
 def test_missing_or_malformed_processed_tokens_fall_back_to_tokenizing(tmp_path):
-    records = [cuhk(processed_tokens=...), cuhk(file_path="b.png", processed_tokens=[["x"], ["y"]]),
-               cuhk(file_path="c.png", processed_tokens=[["He's", "T-shirt"]])]
+    records = [
+        cuhk(processed_tokens=...),
+        cuhk(file_path="b.png", processed_tokens=[["x"], ["y"]]),
+        cuhk(file_path="c.png", processed_tokens=[["He's", "T-shirt"]]),
+    ]
     ann = read_annotations("cuhk-pedes", write(tmp_path, records))
     assert ann.records[0].tokens == ann.records[1].tokens == (("a", "man", "in", "a", "red", "shirt"),)
     assert ann.records[2].tokens == (("he's", "t-shirt"),)  # given tokens as they are, lower-cased

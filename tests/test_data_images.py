@@ -13,11 +13,12 @@ from ssan.errors import DataError
 
 def _png_header_only(width, height):
     """A PNG whose header claims ``width`` x ``height`` but holds almost no data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 def _noise(h=24, w=12):
@@ -27,7 +28,7 @@ def _noise(h=24, w=12):
 def _make(mode, path):
     rgb = Image.fromarray(_noise())
     if mode == "I;16":
-        array = (np.arange(24 * 12, dtype=np.uint16).reshape(24, 12) * 200)
+        array = np.arange(24 * 12, dtype=np.uint16).reshape(24, 12) * 200
         Image.fromarray(array).save(path)
     elif mode == "CMYK":
         rgb.convert("CMYK").save(path, quality=95)
@@ -46,9 +47,22 @@ def _make(mode, path):
 
 @pytest.mark.parametrize(
     "mode, suffix",
-    [("RGB", ".png"), ("RGB", ".jpg"), ("L", ".png"), ("LA", ".png"), ("RGBA", ".png"), ("P", ".png"),
-     ("P-transparent", ".png"), ("1", ".png"), ("CMYK", ".jpg"), ("I;16", ".png"), ("GIF", ".gif"),
-     ("F", ".tif"), ("RGB", ".bmp"), ("RGB", ".webp")],
+    [
+        ("RGB", ".png"),
+        ("RGB", ".jpg"),
+        ("L", ".png"),
+        ("LA", ".png"),
+        ("RGBA", ".png"),
+        ("P", ".png"),
+        ("P-transparent", ".png"),
+        ("1", ".png"),
+        ("CMYK", ".jpg"),
+        ("I;16", ".png"),
+        ("GIF", ".gif"),
+        ("F", ".tif"),
+        ("RGB", ".bmp"),
+        ("RGB", ".webp"),
+    ],
 )
 def test_every_mode_loads_as_rgb(tmp_path, mode, suffix):
     path = tmp_path / f"image{suffix}"
@@ -112,8 +126,9 @@ def _bad(tmp_path, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "text", "truncated", "truncated-jpeg", "directory", "bomb",
-                                  "large"])
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "text", "truncated", "truncated-jpeg", "directory", "bomb", "large"]
+)
 @pytest.mark.parametrize("function", [check_image, load_rgb])
 def test_bad_files_raise_data_error_naming_the_file(tmp_path, kind, function):
     path, reason = _bad(tmp_path, kind)

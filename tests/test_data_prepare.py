@@ -27,8 +27,11 @@ def expected_counts(root, fmt, name=None):
     for split in ("train", "val", "test"):
         rows = [r for r in records if r["split"] == split and (split != "train" or per_id[r["id"]] >= 2)]
         if rows:
-            counts[split] = {"images": len(rows), "captions": sum(len(r["captions"]) for r in rows),
-                             "identities": len({r["id"] for r in rows})}
+            counts[split] = {
+                "images": len(rows),
+                "captions": sum(len(r["captions"]) for r in rows),
+                "identities": len({r["id"] for r in rows}),
+            }
     return counts
 
 
@@ -109,16 +112,27 @@ def test_vocabulary_train_only_min_count_and_labels(tmp_path):
     assert [(r["id"], r["label"]) for r in train] == [(10, 2), (10, 2), (2, 0), (2, 0), (7, 1), (7, 1)]
     assert train[0]["tokens"] == [[2, 1, 5], [1]]
     test = load_prepared(root / "ssan-prepared").records("test")
-    assert test == [{"image": "h.png", "id": 99, "label": None, "captions": ["green green green shirt"],
-                     "tokens": [[5]], "words": [["green", "green", "green", "shirt"]]}]
+    assert test == [
+        {
+            "image": "h.png",
+            "id": 99,
+            "label": None,
+            "captions": ["green green green shirt"],
+            "tokens": [[5]],
+            "words": [["green", "green", "green", "shirt"]],
+        }
+    ]
     assert summary["empty_captions"] == 2
     assert summary["skipped"] == [{"index": 8, "file": "i.png", "reason": "no caption has a known word"}]
     assert summary["splits"]["test"] == {"images": 1, "captions": 1, "identities": 1}
 
 
 def test_keep_unknown_and_truncation(tmp_path):
-    records = [rec("train", 1, "a.png", "a red shirt and blue jeans"), rec("train", 1, "b.png", "a red shirt"),
-               rec("test", 5, "c.png", "a green shirt")]
+    records = [
+        rec("train", 1, "a.png", "a red shirt and blue jeans"),
+        rec("train", 1, "b.png", "a red shirt"),
+        rec("test", 5, "c.png", "a green shirt"),
+    ]
     root = handmade(tmp_path / "hand", records)
     summary = prepare_dataset("cuhk-pedes", root, drop_unknown=False, max_length=2)
     prepared = load_prepared(root / "ssan-prepared")
@@ -181,7 +195,12 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "_write", failing_write)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset("cuhk-pedes", root)
-    assert sorted(p.name for p in root.iterdir()) == ["imgs", "reid_raw.json", "ssan-synth-truth.json", "ssan-synth.json"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "imgs",
+        "reid_raw.json",
+        "ssan-synth-truth.json",
+        "ssan-synth.json",
+    ]
 
 
 def test_load_prepared_errors(tmp_path):
@@ -216,15 +235,22 @@ def tokens_case(tmp_path, records):
 
 
 def given(split, path, identity, tokens):
-    return {"split": split, "captions": [" ".join(tokens)], "file_path": path, "id": identity,
-            "processed_tokens": [tokens]}
+    return {
+        "split": split,
+        "captions": [" ".join(tokens)],
+        "file_path": path,
+        "id": identity,
+        "processed_tokens": [tokens],
+    }
 
 
-GIVEN = [given("train", "a.png", 1, ["A", "man", "in", "a", "t-shirt"]),
-         given("train", "b.png", 1, ["a", "man", "in", "a", "T-shirt", "and", "jeans"]),
-         given("train", "c.png", 2, ["a", "woman", "in", "jeans"]),
-         given("train", "d.png", 2, ["a", "woman", "He's", "walking"]),
-         given("test", "e.png", 3, ["a", "man", "in", "a", "t-shirt", "with", "a", "hat"])]
+GIVEN = [
+    given("train", "a.png", 1, ["A", "man", "in", "a", "t-shirt"]),
+    given("train", "b.png", 1, ["a", "man", "in", "a", "T-shirt", "and", "jeans"]),
+    given("train", "c.png", 2, ["a", "woman", "in", "jeans"]),
+    given("train", "d.png", 2, ["a", "woman", "He's", "walking"]),
+    given("test", "e.png", 3, ["a", "man", "in", "a", "t-shirt", "with", "a", "hat"]),
+]
 
 
 def test_processed_tokens_are_used_as_given_lower_cased(tmp_path):

@@ -82,8 +82,12 @@ def test_identities_unique_with_colour_swapped_pairs():
     assert len(pairs) > 20
     for a, b in pairs:
         assert (a.upper_colour, a.lower_colour) == (b.lower_colour, b.upper_colour)
-        assert (a.upper_type, a.lower_type, a.shoes, a.hair_colour) == (b.upper_type, b.lower_type, b.shoes,
-                                                                          b.hair_colour)
+        assert (a.upper_type, a.lower_type, a.shoes, a.hair_colour) == (
+            b.upper_type,
+            b.lower_type,
+            b.shoes,
+            b.hair_colour,
+        )
     assert len({p.upper_colour for p in people}) >= 10
 
 
@@ -153,14 +157,17 @@ def test_render_sizes_and_garment_colours_visible(size):
         assert (distance < 90).mean() > 0.02, name  # a visible share of pixels has the garment colour
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"fmt": "market"}, "unknown dataset format 'market'"),
-    ({"ids": 0}, "ids and images_per_id"),
-    ({"captions_per_image": (2, 1)}, "MIN <= MAX"),
-    ({"size": (8, 4)}, "at least 16x8"),
-    ({"splits": (0.5, 0.5)}, "three fractions"),
-    ({"workers": 0}, "workers must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fmt": "market"}, "unknown dataset format 'market'"),
+        ({"ids": 0}, "ids and images_per_id"),
+        ({"captions_per_image": (2, 1)}, "MIN <= MAX"),
+        ({"size": (8, 4)}, "at least 16x8"),
+        ({"splits": (0.5, 0.5)}, "three fractions"),
+        ({"workers": 0}, "workers must be >= 1"),
+    ],
+)
 def test_invalid_arguments(tmp_path, kwargs, message):
     with pytest.raises(DataError, match=message):
         generate_synthetic(tmp_path / "x", **kwargs)

@@ -36,8 +36,13 @@ def test_normalize_tokens_matches_tokenize():
 
 
 def test_free_text_keeps_compounds_the_vocabulary_knows():
-    assert tokenize("A red T-shirt, blue-green jeans", keep_hyphens=True) == ["a", "red", "t-shirt", "blue-green",
-                                                                              "jeans"]
+    assert tokenize("A red T-shirt, blue-green jeans", keep_hyphens=True) == [
+        "a",
+        "red",
+        "t-shirt",
+        "blue-green",
+        "jeans",
+    ]
     vocab = Vocabulary([PAD, "red", "t-shirt", "blue", "green", "jeans"])
     assert vocab.words_of("A red T-shirt, blue-green jeans") == ["a", "red", "t-shirt", "blue", "green", "jeans"]
     ids, unknown = vocab.encode("a red T-shirt")
@@ -80,7 +85,7 @@ def test_invalid_vocabularies(words):
         Vocabulary(words)
 
 
-@pytest.mark.parametrize("content", ["{", '{"words": 3}', '[1, 2]', '{"words": ["a"]}'])
+@pytest.mark.parametrize("content", ["{", '{"words": 3}', "[1, 2]", '{"words": ["a"]}'])
 def test_load_bad_files_name_the_file(tmp_path, content):
     path = tmp_path / "vocab.json"
     path.write_text(content)

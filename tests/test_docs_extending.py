@@ -25,7 +25,13 @@ def test_example_runs_as_written(number, tmp_path):
     script.write_text(BLOCKS[number], encoding="utf-8")
     work = tmp_path / "empty"
     work.mkdir()
-    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip(), "the example prints what it did"

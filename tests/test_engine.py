@@ -32,8 +32,16 @@ def test_presets_load_and_round_trip():
 
 
 def test_overrides_are_typed_and_validated():
-    config = apply_overrides(Config(), ["optim.epochs=3", "optim.milestones=[1, 2]", "model.parts=false",
-                                        "optim.lr=5e-4", "model.pretrained=/tmp/w.pth"])
+    config = apply_overrides(
+        Config(),
+        [
+            "optim.epochs=3",
+            "optim.milestones=[1, 2]",
+            "model.parts=false",
+            "optim.lr=5e-4",
+            "model.pretrained=/tmp/w.pth",
+        ],
+    )
     assert config.optim.epochs == 3 and config.optim.milestones == (1, 2)
     assert config.model.parts is False and config.optim.lr == 5e-4
     assert config.model.pretrained == "/tmp/w.pth"
@@ -68,7 +76,7 @@ def test_shards_of_a_global_batch_concatenate_to_the_single_process_batch():
     alone, parts = list(single), [list(s) for s in shards]
     assert all(len(p) == len(alone) // 2 for p in parts)
     for step in range(single.steps_per_epoch()):
-        assert alone[8 * step:8 * step + 8] == parts[0][4 * step:4 * step + 4] + parts[1][4 * step:4 * step + 4]
+        assert alone[8 * step : 8 * step + 8] == parts[0][4 * step : 4 * step + 4] + parts[1][4 * step : 4 * step + 4]
     with pytest.raises(ConfigError, match="does not divide among 3 processes"):
         GlobalBatchSampler(50, batch_size=8, rank=0, world_size=3)
 
@@ -89,8 +97,9 @@ def test_results_report_the_reference_protocol(tiny_run):
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     results = json.loads((tiny_run / "results.json").read_text())
     protocol = results["reference_protocol"]
-    candidates = [(row[f"test/{term}/R1"], row["epoch"], term) for row in rows
-                  for term in ("global", "parts", "relation", "sum")]
+    candidates = [
+        (row[f"test/{term}/R1"], row["epoch"], term) for row in rows for term in ("global", "parts", "relation", "sum")
+    ]
     best = max(candidates, key=lambda c: c[0])  # max() keeps the first maximum: earliest epoch, then term
     assert (protocol["R1"], protocol["epoch"], protocol["term"]) == best
     row = next(r for r in rows if r["epoch"] == best[1])
@@ -260,9 +269,25 @@ def test_train_cli_in_process(prepared_synth, tiny_overrides, tmp_path, capsys):
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(prepared_synth, tiny_overrides, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "ssan", "train", "--config", "synth", "--data", str(prepared_synth), "--output", str(run),
-           "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "ssan",
+        "train",
+        "--config",
+        "synth",
+        "--data",
+        str(prepared_synth),
+        "--output",
+        str(run),
+        "--device",
+        "cpu",
+    ]
     for item in tiny_overrides + ["optim.epochs=1", "data.batch_size=8"]:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

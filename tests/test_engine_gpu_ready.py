@@ -32,9 +32,14 @@ def tiny_batch(batch: int = 8, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(2, 9, (batch,), generator=gen)
     tokens = torch.randint(1, 40, (batch, 8), generator=gen) * (torch.arange(8)[None] < lengths[:, None])
-    return {"image": torch.randn(batch, 3, 32, 16, generator=gen), "tokens": tokens, "lengths": lengths,
-            "weak_tokens": tokens.roll(1, 0), "weak_lengths": lengths.roll(1, 0),
-            "label": torch.arange(batch) % 4}
+    return {
+        "image": torch.randn(batch, 3, 32, 16, generator=gen),
+        "tokens": tokens,
+        "lengths": lengths,
+        "weak_tokens": tokens.roll(1, 0),
+        "weak_lengths": lengths.roll(1, 0),
+        "label": torch.arange(batch) % 4,
+    }
 
 
 def step(dtype, monkeypatch):
@@ -69,8 +74,7 @@ def test_full_step_under_cpu_autocast_is_finite_and_close_to_fp32(dtype, toleran
 
 
 @pytest.mark.parametrize("overrides, allowed", [([], 1), (["train.amp=true", "train.amp_dtype=fp16"], 2)])
-def test_a_training_step_reads_the_device_at_most_once(prepared_synth, tiny_overrides, tmp_path, overrides,
-                                                       allowed):
+def test_a_training_step_reads_the_device_at_most_once(prepared_synth, tiny_overrides, tmp_path, overrides, allowed):
     config = load_config("synth", tiny_overrides + ["optim.epochs=1", "train.max_steps_per_epoch=3", *overrides])
     trainer = Trainer.from_config(config, prepared_synth, tmp_path / "run", device="cpu")
     trainer.sampler.set_epoch(0, 0, 3)
@@ -81,17 +85,20 @@ def test_a_training_step_reads_the_device_at_most_once(prepared_synth, tiny_over
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("first, second", [("train.amp=false", "train.amp_dtype=bf16"),
-                                           ("train.amp_dtype=fp16", "train.amp_dtype=bf16")])
+@pytest.mark.parametrize(
+    "first, second", [("train.amp=false", "train.amp_dtype=bf16"), ("train.amp_dtype=fp16", "train.amp_dtype=bf16")]
+)
 def test_resume_across_a_mixed_precision_change(prepared_synth, tiny_overrides, tmp_path, first, second):
     base = tiny_overrides + ["optim.epochs=2", "train.max_steps_per_epoch=2"]
     run = tmp_path / "run"
     amp_first = [] if first == "train.amp=false" else ["train.amp=true", first]
-    Trainer.from_config(load_config("synth", base + amp_first + ["optim.epochs=1"]), prepared_synth, run,
-                        device="cpu").fit()
+    Trainer.from_config(
+        load_config("synth", base + amp_first + ["optim.epochs=1"]), prepared_synth, run, device="cpu"
+    ).fit()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["precision"] == ("fp32" if not amp_first else "fp16")
-    results = Trainer.from_config(load_config("synth", base + ["train.amp=true", second]), prepared_synth, run,
-                                  device="cpu", resume=True).fit()
+    results = Trainer.from_config(
+        load_config("synth", base + ["train.amp=true", second]), prepared_synth, run, device="cpu", resume=True
+    ).fit()
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["precision"] == "bf16" and results["test_last"]["num_queries"] > 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -100,10 +107,22 @@ def test_resume_across_a_mixed_precision_change(prepared_synth, tiny_overrides, 
 def launch(prepared, out: Path, overrides: list, processes: int, epoch: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     script = [str(HERE / "ddp_step.py"), str(prepared), str(out), str(epoch), *overrides]
-    command = [sys.executable, *script] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *script]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = (
+        [sys.executable, *script]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            *script,
+        ]
+    )
+    proc = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(out / "step.pt", weights_only=True)
 

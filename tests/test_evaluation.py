@@ -134,8 +134,9 @@ def test_evaluate_model_on_prepared_split(prepared_synth):
 
     prepared = load_prepared(prepared_synth)
     model = tiny_model(len(prepared.vocab), parts=False)
-    results = evaluate(model, prepared, split="val", device="cpu", batch_size=16, height=32, width=16,
-                       i2t=True, progress=False)
+    results = evaluate(
+        model, prepared, split="val", device="cpu", batch_size=16, height=32, width=16, i2t=True, progress=False
+    )
     assert results["split"] == "val" and set(results["t2i"]) == {"global", "sum"}
     assert results["num_gallery"] == len(prepared.records("val"))
     assert all(0.0 <= value <= 100.0 for value in results["i2t"]["global"].values())
@@ -154,10 +155,16 @@ def handmade_checkpoint(prepared_synth, tmp_path):
     model = tiny_model(len(prepared.vocab))
     config = Config()
     config.data.height, config.data.width, config.data.eval_batch_size = 32, 16, 8
-    state = {"arch": model.arch, "model": model.state_dict(), "vocab": prepared.vocab.to_list(),
-             "dataset": {"name": prepared.name, "num_classes": prepared.num_classes,
-                         "vocab_size": len(prepared.vocab)},
-             "config": config.to_dict(), "epoch": 3, "metrics": {}, "best": None}
+    state = {
+        "arch": model.arch,
+        "model": model.state_dict(),
+        "vocab": prepared.vocab.to_list(),
+        "dataset": {"name": prepared.name, "num_classes": prepared.num_classes, "vocab_size": len(prepared.vocab)},
+        "config": config.to_dict(),
+        "epoch": 3,
+        "metrics": {},
+        "best": None,
+    }
     return save_checkpoint(tmp_path / "tiny.pt", state)
 
 
@@ -185,8 +192,16 @@ def main(monkeypatch):
 
 
 def test_cli_test_table_json_and_errors(handmade_checkpoint, prepared_synth, capsys, main):
-    base = ["test", "--checkpoint", str(handmade_checkpoint), "--data", str(prepared_synth), "--device", "cpu",
-            "--no-progress"]
+    base = [
+        "test",
+        "--checkpoint",
+        str(handmade_checkpoint),
+        "--data",
+        str(prepared_synth),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(base) == 0
     table = capsys.readouterr().out
     assert "test: text -> image" in table and "relation" in table and "mINP" in table
@@ -200,8 +215,22 @@ def test_cli_test_table_json_and_errors(handmade_checkpoint, prepared_synth, cap
 
 @pytest.mark.slow
 def test_cli_test_on_trained_checkpoint(tiny_checkpoint, prepared_synth, capsys, main):
-    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--data", str(prepared_synth), "--json",
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--data",
+                str(prepared_synth),
+                "--json",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     for term in ("global", "parts", "relation", "sum"):
         assert set(payload["t2i"][term]) == METRICS
@@ -230,8 +259,9 @@ def test_cross_vocabulary_evaluation_re_encodes_the_words(prepared_synth, other_
     gained = {w for w in words if w in source.vocab and w not in target.vocab}
     assert gained, "the test needs words the model knows but the target's own vocabulary dropped"
     model = tiny_model(len(source.vocab))
-    results = evaluate(model, target, device="cpu", batch_size=16, height=32, width=16, progress=False,
-                       vocab=source.vocab)
+    results = evaluate(
+        model, target, device="cpu", batch_size=16, height=32, width=16, progress=False, vocab=source.vocab
+    )
     report = results["vocabulary"]
     assert report["query_words"] == len(words) and report["exact"]
     assert report["unknown_words"] == sum(w not in source.vocab for w in words)
@@ -242,8 +272,9 @@ def test_cross_vocabulary_evaluation_re_encodes_the_words(prepared_synth, other_
     assert gained <= decoded  # words unknown to the target's vocabulary still reach the model
     from ssan.data import build_transforms
 
-    gallery = encode_gallery(model, records, target.image_root, build_transforms(32, 16, train=False), "cpu",
-                             progress=False)
+    gallery = encode_gallery(
+        model, records, target.image_root, build_transforms(32, 16, train=False), "cpu", progress=False
+    )
     texts = encode_queries(model, queries, "cpu", progress=False)
     direct = evaluate_features(gallery["feats"], texts["feats"], texts["ids"], gallery["ids"])
     assert results["t2i"] == direct["t2i"]

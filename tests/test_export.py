@@ -71,8 +71,15 @@ def test_export_parity_and_meta(exported, checkpoint):
     on_disk = json.loads((out / "meta.json").read_text())
     assert on_disk["fingerprint"] == meta["fingerprint"] and on_disk["input"]["height"] == 64
     assert on_disk["vocab"][0] == "<pad>" and on_disk["arch"]["embed_dim"] == 32
-    assert set(meta["parity"]) == {"image/global", "image/parts", "image/relation", "text/global", "text/parts",
-                                   "text/relation", "text/attention"}
+    assert set(meta["parity"]) == {
+        "image/global",
+        "image/parts",
+        "image/relation",
+        "text/global",
+        "text/parts",
+        "text/relation",
+        "text/attention",
+    }
     assert max(meta["parity"].values()) < PARITY, meta["parity"]
     assert set(meta["parity_scale"]) == set(meta["parity"]) and all(v > 0 for v in meta["parity_scale"].values())
 
@@ -119,10 +126,10 @@ def test_onnx_backend_search_matches_torch(exported, checkpoint, synth_root, tmp
     torch_answer = Searcher(tmp_path / "idx").search("a man in a black coat", k=8)
     onnx_answer = Searcher(tmp_path / "idx", backend="onnx").search("a man in a black coat", k=8)
     assert [r["path"] for r in onnx_answer["results"]] == [r["path"] for r in torch_answer["results"]]
-    np.testing.assert_allclose([r["score"] for r in onnx_answer["results"]],
-                               [r["score"] for r in torch_answer["results"]], atol=1e-5)
-    onnx_index = build_index(tmp_path / "idx_onnx", None, images=gallery, backend="onnx", onnx_dir=out,
-                                    progress=False)
+    np.testing.assert_allclose(
+        [r["score"] for r in onnx_answer["results"]], [r["score"] for r in torch_answer["results"]], atol=1e-5
+    )
+    onnx_index = build_index(tmp_path / "idx_onnx", None, images=gallery, backend="onnx", onnx_dir=out, progress=False)
     torch_index = GalleryIndex.load(tmp_path / "idx")
     np.testing.assert_allclose(np.asarray(onnx_index.features), np.asarray(torch_index.features), atol=1e-5)
 
@@ -155,7 +162,8 @@ def test_export_without_the_extra_fails_first_and_writes_nothing(checkpoint, tmp
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
     code, _, stderr = run_cli("export", "--checkpoint", checkpoint, "--out", tmp_path / "o")
     assert code == 2 and stderr.strip().splitlines() == [
-        "ssan export: error: ONNX export needs onnx: pip install 'ssan[export]'"]
+        "ssan export: error: ONNX export needs onnx: pip install 'ssan[export]'"
+    ]
     assert not (tmp_path / "o").exists()
 
 
@@ -189,8 +197,10 @@ def test_parity_verdict_is_library_code():
     from ssan.export import TOLERANCE, parity_report
 
     assert parity_report({"parity": None}) is None
-    meta = {"parity": {"image/global": 1e-6, "text/parts": 3e-4}, "parity_scale": {"image/global": 0.5,
-                                                                                   "text/parts": 2.0}}
+    meta = {
+        "parity": {"image/global": 1e-6, "text/parts": 3e-4},
+        "parity_scale": {"image/global": 0.5, "text/parts": 2.0},
+    }
     report = parity_report(meta)
     assert report["rows"][1] == ("text/parts", 3e-4, 1.5e-4) and report["worst"] == 1.5e-4
     assert not report["passed"] and parity_report(meta, tolerance=2e-4)["passed"] and TOLERANCE == 1e-4

@@ -92,9 +92,7 @@ def test_the_bearer_token_or_the_cookie_opens_every_route(service, record_proper
         assert opened.status_code == 200 and 'id="query"' in opened.text
         cookie = opened.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-        assert (
-            "Secure" not in cookie and ALICE not in cookie and BOB not in cookie
-        )  # the cookie is not the token
+        assert "Secure" not in cookie and ALICE not in cookie and BOB not in cookie  # the cookie is not the token
     with httpx.Client(base_url=service["url"], timeout=10, cookies=opened.cookies) as browser:
         for method, path in requests:
             assert send(browser, method, path).status_code == expected.get(path, 200), (method, path)
@@ -150,14 +148,8 @@ def test_wrong_tokens_never_work(service, record_property):
     with httpx.Client(base_url=service["url"], timeout=10) as client:  # keeps no cookie: none is ever set
         for wrong in [*wrong_tokens(), session]:
             for method, path in targets:
-                assert raw(port, method, path, {"Authorization": f"Bearer {wrong}"}) == 401, (
-                    wrong[:40],
-                    path,
-                )
-                assert send(client, method, path, params={"token": wrong}).status_code == 401, (
-                    wrong[:40],
-                    path,
-                )
+                assert raw(port, method, path, {"Authorization": f"Bearer {wrong}"}) == 401, (wrong[:40], path)
+                assert send(client, method, path, params={"token": wrong}).status_code == 401, (wrong[:40], path)
                 cases += 2
                 if wrong != session:  # the session value is no token, but it is the cookie
                     assert raw(port, method, path, {"Cookie": f"{name}={wrong}"}) == 401, (wrong[:40], path)
@@ -165,9 +157,7 @@ def test_wrong_tokens_never_work(service, record_property):
         for value in (f"Basic {ALICE}", f"Token {ALICE}", ALICE, "Bearer", "Bearer ", f"Bearer  {ALICE}x"):
             assert raw(port, "GET", "/api/images/0", {"Authorization": value}) == 401, value
             cases += 1
-        assert (
-            raw(port, "GET", "/api/images/0", {"Cookie": f"{name}={ALICE}"}) == 401
-        )  # the token is no cookie
+        assert raw(port, "GET", "/api/images/0", {"Cookie": f"{name}={ALICE}"}) == 401  # the token is no cookie
         assert raw(port, "GET", "/api/images/0", {"Authorization": f"Bearer {ALICE}"}) == 200
         assert raw(port, "GET", "/api/images/0", {"Cookie": f"other=1; {name}={session}"}) == 200
     assert service["searcher"].calls == calls
@@ -252,9 +242,7 @@ def test_a_foreign_origin_is_refused_on_post(service, record_property):
                 assert response.status_code == 403, (origin, path, response.status_code)
         own = send(client, "POST", "/api/search", headers={**auth, "Origin": f"http://127.0.0.1:{port}"})
         assert own.status_code == 200
-        assert (
-            send(client, "POST", "/api/search", headers=auth).status_code == 200
-        )  # no Origin: not a browser
+        assert send(client, "POST", "/api/search", headers=auth).status_code == 200  # no Origin: not a browser
         viewed = client.get("/api/images/0", headers={**auth, "Origin": "http://attacker.example"})
         assert viewed.status_code == 200  # GET changes nothing; SameSite=Strict keeps the cookie off it
     assert service["searcher"].calls == calls + 2
@@ -286,21 +274,15 @@ def test_thirty_wrong_tokens_get_429_and_other_clients_are_still_served(tmp_path
         statuses, delays = [], []
         with httpx.Client(base_url=url, timeout=10) as client:
             for number in range(30):
-                response = client.get(
-                    "/api/images/0", headers={"Authorization": f"Bearer wrong-token-{number:08d}"}
-                )
+                response = client.get("/api/images/0", headers={"Authorization": f"Bearer wrong-token-{number:08d}"})
                 statuses.append(response.status_code)
                 delays.append(response.elapsed.total_seconds())
             assert statuses[:10] == [401] * 10 and statuses[10:] == [429] * 20, statuses
             assert delays[9] > delays[0] + 0.5  # slowed down before being refused
             locked = client.get("/api/images/0", headers={"Authorization": f"Bearer {ALICE}"})
-            assert (
-                locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
-            )  # even the right token
+            assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0  # even the right token
             assert client.get("/healthz").status_code == 200
         other = httpx.HTTPTransport(local_address="127.0.0.2")  # another client address
         with httpx.Client(base_url=url, timeout=10, transport=other) as client:
-            assert (
-                client.get("/api/images/0", headers={"Authorization": f"Bearer {ALICE}"}).status_code == 200
-            )
+            assert client.get("/api/images/0", headers={"Authorization": f"Bearer {ALICE}"}).status_code == 200
     record_property("cases", 33)

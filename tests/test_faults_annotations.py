@@ -28,12 +28,27 @@ from ssan.data import load_prepared
 IMAGES = [f"cam{c}/{i:03d}.png" for c in (1, 2) for i in range(6)]
 WORDS = ["a", "man", "woman", "red", "blue", "shirt", "jeans", "black", "bag", "shoes", "hair", "long"]
 ODD_TEXT = [
-    "", " ", "\t\n", "\u200b\u200d", "\u202eevil\u202c", "e\u0301te\u0301", "ｒｅｄ ｓｈｉｒｔ", "\ufb01ne",
-    "\U0001f9e5\U0001f456", "\x00\x01\x7f", "İstanbul ǅ ß", "a" * 70_000, "red " * 20_000, "\ud800 lone",
+    "",
+    " ",
+    "\t\n",
+    "\u200b\u200d",
+    "\u202eevil\u202c",
+    "e\u0301te\u0301",
+    "ｒｅｄ ｓｈｉｒｔ",
+    "\ufb01ne",
+    "\U0001f9e5\U0001f456",
+    "\x00\x01\x7f",
+    "İstanbul ǅ ß",
+    "a" * 70_000,
+    "red " * 20_000,
+    "\ud800 lone",
 ]
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 
 
 def assert_clean_error(code: int, err: str, command: str) -> None:
@@ -55,32 +70,67 @@ def image_dir(tmp_path_factory):
 
 # ----------------------------------------------------------------- strategies
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.sampled_from(ODD_TEXT),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(ODD_TEXT),
 )
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 ids = st.one_of(
-    st.integers(min_value=0, max_value=5), st.integers(min_value=-(2**64), max_value=2**64),
-    st.just(2**63 - 1), st.just(2**63), st.just(10**400), st.sampled_from(["3", " 4 ", "007", "x1", "٣", "1" * 5000]),
-    st.floats(allow_nan=True), st.booleans(), st.none(), st.lists(st.integers(), max_size=2), json_values,
+    st.integers(min_value=0, max_value=5),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.just(2**63 - 1),
+    st.just(2**63),
+    st.just(10**400),
+    st.sampled_from(["3", " 4 ", "007", "x1", "٣", "1" * 5000]),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    json_values,
 )
-good_captions = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join),
-                         min_size=1, max_size=3)
+good_captions = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join), min_size=1, max_size=3)
 captions = st.one_of(
     good_captions,
-    st.lists(st.sampled_from(ODD_TEXT), min_size=1, max_size=2), st.sampled_from(ODD_TEXT),
-    st.lists(st.text(max_size=30), max_size=3), json_values,
+    st.lists(st.sampled_from(ODD_TEXT), min_size=1, max_size=2),
+    st.sampled_from(ODD_TEXT),
+    st.lists(st.text(max_size=30), max_size=3),
+    json_values,
 )
 paths = st.one_of(
-    st.sampled_from(IMAGES), st.sampled_from(["../outside.png", "/etc/passwd", "cam1/../../x.png", "C:\\x.png",
-                                              "missing.png", "cam1", ".", "a\x00b.png", "x" * 300 + ".png",
-                                              "cam1\\000.png", " cam1/000.png "]),
+    st.sampled_from(IMAGES),
+    st.sampled_from(
+        [
+            "../outside.png",
+            "/etc/passwd",
+            "cam1/../../x.png",
+            "C:\\x.png",
+            "missing.png",
+            "cam1",
+            ".",
+            "a\x00b.png",
+            "x" * 300 + ".png",
+            "cam1\\000.png",
+            " cam1/000.png ",
+        ]
+    ),
     json_values,
 )
 splits = st.one_of(st.sampled_from(["train", "test", "val", "TRAIN", " Test ", "", " "]), json_values)
-FIELDS = {"split": splits, "captions": captions, "file_path": paths, "img_path": paths, "id": ids,
-          "processed_tokens": json_values}
+FIELDS = {
+    "split": splits,
+    "captions": captions,
+    "file_path": paths,
+    "img_path": paths,
+    "id": ids,
+    "processed_tokens": json_values,
+}
 
 
 @st.composite
@@ -89,9 +139,12 @@ def records(draw):
     kind = draw(st.sampled_from(["good", "damaged", "garbage"]))
     if kind == "garbage":
         return draw(json_values)
-    record = {"split": draw(st.sampled_from(["train", "train", "test", "val"])),
-              "captions": draw(good_captions),
-              "file_path": draw(st.sampled_from(IMAGES)), "id": draw(st.integers(0, 3))}
+    record = {
+        "split": draw(st.sampled_from(["train", "train", "test", "val"])),
+        "captions": draw(good_captions),
+        "file_path": draw(st.sampled_from(IMAGES)),
+        "id": draw(st.integers(0, 3)),
+    }
     if kind == "damaged":
         for key in draw(st.lists(st.sampled_from(sorted(FIELDS)), max_size=3, unique=True)):
             if draw(st.booleans()):
@@ -106,8 +159,10 @@ def records(draw):
 @st.composite
 def annotation_files(draw):
     """The bytes of an annotation file: JSON of generated records, sometimes damaged at byte level."""
-    good = [{"split": "train", "captions": ["a man in a red shirt and blue jeans"], "file_path": IMAGES[i],
-             "id": i // 2} for i in range(4)]
+    good = [
+        {"split": "train", "captions": ["a man in a red shirt and blue jeans"], "file_path": IMAGES[i], "id": i // 2}
+        for i in range(4)
+    ]
     data = (good if draw(st.integers(0, 3)) else []) + draw(st.lists(records(), max_size=8))
     if draw(st.integers(0, 9)) == 0:
         data = draw(json_values)  # not a list at all
@@ -122,16 +177,22 @@ def annotation_files(draw):
     elif damage == "truncate":
         raw = raw[: draw(st.integers(0, max(0, len(raw) - 1)))]
     elif damage == "latin1":
-        raw = json.dumps([{"split": "train", "captions": ["café crème"], "file_path": IMAGES[0], "id": 1}],
-                         ensure_ascii=False).encode("latin-1")
+        raw = json.dumps(
+            [{"split": "train", "captions": ["café crème"], "file_path": IMAGES[0], "id": 1}], ensure_ascii=False
+        ).encode("latin-1")
     elif damage == "deep":
         raw = b"[" * 100_000 + b"]" * 100_000
     return raw
 
 
 # ------------------------------------------------------------------ prepare
-OPTIONS = [[], ["--skip-invalid"], ["--skip-invalid"], ["--skip-invalid", "--keep-unknown"],
-           ["--min-count", "1", "--skip-invalid"]]
+OPTIONS = [
+    [],
+    ["--skip-invalid"],
+    ["--skip-invalid"],
+    ["--skip-invalid", "--keep-unknown"],
+    ["--min-count", "1", "--skip-invalid"],
+]
 
 
 def check_prepare(image_dir: Path, raw: bytes, options: list) -> int:
@@ -142,14 +203,17 @@ def check_prepare(image_dir: Path, raw: bytes, options: list) -> int:
         (root / "imgs").symlink_to(image_dir, target_is_directory=True)
         (root / "reid_raw.json").write_bytes(raw)
         out = Path(tmp) / "prepared"
-        code, _, err = run_cli("prepare", "--dataset", "cuhk-pedes", "--root", root, "--out", out,
-                               "--workers", "2", *options)
+        code, _, err = run_cli(
+            "prepare", "--dataset", "cuhk-pedes", "--root", root, "--out", out, "--workers", "2", *options
+        )
         if code == 0:
             prepared = load_prepared(out)  # the output is complete and consistent
             assert prepared.splits and prepared.num_classes >= 1
             for split in prepared.splits:
                 for record in prepared.records(split):
-                    assert record["tokens"] and all(0 < t < len(prepared.vocab) for ids in record["tokens"] for t in ids)
+                    assert record["tokens"] and all(
+                        0 < t < len(prepared.vocab) for ids in record["tokens"] for t in ids
+                    )
                     assert 0 <= record["id"] < 2**63
         else:
             assert_clean_error(code, err, "prepare")
@@ -192,8 +256,9 @@ def test_no_data_lost_failed_prepare_keeps_previous_output(image_dir, tmp_path, 
     root = tmp_path / "ds"
     root.mkdir()
     (root / "imgs").symlink_to(image_dir, target_is_directory=True)
-    good = [{"split": "train", "captions": ["a man in a red shirt"], "file_path": IMAGES[i], "id": i // 2}
-            for i in range(4)]
+    good = [
+        {"split": "train", "captions": ["a man in a red shirt"], "file_path": IMAGES[i], "id": i // 2} for i in range(4)
+    ]
     (root / "reid_raw.json").write_text(json.dumps(good))
     out = tmp_path / "prepared"
     assert run_cli("prepare", "--dataset", "cuhk-pedes", "--root", root, "--out", out)[0] == 0
@@ -215,9 +280,21 @@ HOSTILE_QUERIES = [
     "a man in a red shirt \U0001f600",  # emoji around known words
     "red " * 2_500,  # 10,000 characters of known words
     pytest.param("x" * 10_000, id="10000-char-unknown-word"),
-    "", " ", "\t\n\r ", "\x00\x01\x02", "red\x00shirt", "\u200b\u200b", "\u202ered shirt\u202c",
-    "ＲＥＤ ＳＨＩＲＴ", "man" + "\u0301" * 1000, "\ud800", "!!!???...", "<script>alert(1)</script> red",
-    "' OR 1=1 --", "%s %n %x {0} ${x}", "../../etc/passwd",
+    "",
+    " ",
+    "\t\n\r ",
+    "\x00\x01\x02",
+    "red\x00shirt",
+    "\u200b\u200b",
+    "\u202ered shirt\u202c",
+    "ＲＥＤ ＳＨＩＲＴ",
+    "man" + "\u0301" * 1000,
+    "\ud800",
+    "!!!???...",
+    "<script>alert(1)</script> red",
+    "' OR 1=1 --",
+    "%s %n %x {0} ${x}",
+    "../../etc/passwd",
 ]
 
 
@@ -282,8 +359,9 @@ def test_query_cli_answers_or_one_line_error(query_index, query, record_property
 
 
 @SETTINGS
-@given(query=st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
-       | st.text(alphabet=string.printable, max_size=50))
+@given(
+    query=st.text(alphabet=st.characters(codec="utf-8"), max_size=200) | st.text(alphabet=string.printable, max_size=50)
+)
 def test_query_generated_text_never_crashes(searcher, query, record_property):
     from ssan.search import QueryError
 

@@ -67,8 +67,12 @@ def resave(path: Path, state: dict, **changes) -> Path:
 def damaged_files(good: Path, folder: Path) -> dict:
     """``{name: path}`` of damaged copies of ``good`` and other non-checkpoints."""
     data = good.read_bytes()
-    files = {"zero.pt": b"", "random.pt": random.Random(1).randbytes(5000), "text.pt": b"not a checkpoint\n",
-             "json.pt": json.dumps({"format": "ssan-checkpoint"}).encode()}
+    files = {
+        "zero.pt": b"",
+        "random.pt": random.Random(1).randbytes(5000),
+        "text.pt": b"not a checkpoint\n",
+        "json.pt": json.dumps({"format": "ssan-checkpoint"}).encode(),
+    }
     for fraction in (0.01, 0.25, 0.5, 0.9, 0.999):
         files[f"truncated-{fraction}.pt"] = data[: int(len(data) * fraction)]
     files["truncated-minus-1.pt"] = data[:-1]
@@ -190,8 +194,17 @@ def evil_files(folder: Path, marker: Path) -> list:
     raw_v0 = folder / "raw-pickle-protocol0.pt"
     raw_v0.write_bytes(pickle.dumps(Payload(marker), protocol=0))
     zipped = folder / "torch-zip.pt"
-    torch.save({"format": "ssan-checkpoint", "version": 1, "arch": {}, "vocab": ["<pad>"],
-                "model": {"w": torch.zeros(2)}, "config": Payload(marker)}, zipped)
+    torch.save(
+        {
+            "format": "ssan-checkpoint",
+            "version": 1,
+            "arch": {},
+            "vocab": ["<pad>"],
+            "model": {"w": torch.zeros(2)},
+            "config": Payload(marker),
+        },
+        zipped,
+    )
     exec_pickle = folder / "builtins-exec.pt"
     exec_pickle.write_bytes(b"cbuiltins\nexec\n(Vopen(%r,'w').close()\ntR." % str(marker).encode())
     return [raw, raw_v0, zipped, exec_pickle]
@@ -219,8 +232,12 @@ def test_pickles_refused_in_a_fresh_process(tmp_path, record_property):
     marker = tmp_path / "PWNED"
     paths = evil_files(tmp_path, marker)
     for path in paths:
-        proc = subprocess.run([sys.executable, "-m", "ssan", "export", "--checkpoint", str(path), "--out",
-                               str(tmp_path / "onnx")], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ssan", "export", "--checkpoint", str(path), "--out", str(tmp_path / "onnx")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         one_line_error(proc.returncode, proc.stderr, "export", str(path))
     assert not marker.exists()
     record_property("cases", len(paths))
@@ -266,8 +283,16 @@ def test_other_architecture_is_refused_saying_what_differs(state, prepared_synth
 
 def test_hostile_architecture_is_refused_without_allocating(state, tmp_path, record_property):
     """An arch claiming terabytes of weights is compared with the file's weights before any allocation."""
-    cases = [{"vocab_size": 10**12}, {"embed_dim": 10**9, "hidden_dim": 10**9}, {"num_parts": 10**7},
-             {"embed_dim": "wide"}, {"backbone": "no-such-net"}, {"embed_dim": -5}, {"dropout": 5.0}, {"cnn_width": 10**6}]
+    cases = [
+        {"vocab_size": 10**12},
+        {"embed_dim": 10**9, "hidden_dim": 10**9},
+        {"num_parts": 10**7},
+        {"embed_dim": "wide"},
+        {"backbone": "no-such-net"},
+        {"embed_dim": -5},
+        {"dropout": 5.0},
+        {"cnn_width": 10**6},
+    ]
     for i, change in enumerate(cases):
         path = resave(tmp_path / f"hostile-{i}.pt", state, arch={**state["arch"], **change})
         started = time.perf_counter()
@@ -321,16 +346,18 @@ def test_resume_with_another_architecture_is_refused(copied_run, tiny_overrides,
 
 
 @pytest.mark.slow
-def test_resume_of_a_pooled_norm_run_with_the_per_part_default_is_refused(copied_run, tiny_overrides,
-                                                                          prepared_synth, record_property):
+def test_resume_of_a_pooled_norm_run_with_the_per_part_default_is_refused(
+    copied_run, tiny_overrides, prepared_synth, record_property
+):
     from ssan.config import load_config
     from ssan.engine.trainer import Trainer
 
     last = copied_run / "checkpoints" / "last.pt"
     resave(last, pooled_norm_state(load_checkpoint(last)))
     with pytest.raises(CheckpointError) as info:
-        Trainer.from_config(load_config("synth", tiny_overrides), prepared_synth, copied_run, device="cpu",
-                            resume=True).fit()
+        Trainer.from_config(
+            load_config("synth", tiny_overrides), prepared_synth, copied_run, device="cpu", resume=True
+        ).fit()
     assert "relation_norm: 'shared' vs 'per_part'" in str(info.value)
     record_property("cases", 1)
 
@@ -352,11 +379,14 @@ def test_resume_with_another_vocabulary_is_refused(copied_run, tiny_overrides, o
 
 
 # ------------------------------------------------------------------ data lost
-WRITER = HALF_SAVE + """
+WRITER = (
+    HALF_SAVE
+    + """
 import sys, torch
 from ssan.checkpoint import save_checkpoint
 save_checkpoint(sys.argv[1], {"arch": {}, "model": {"w": torch.full((200_000,), 2.0)}, "vocab": ["<pad>", "new"]})
 """
+)
 
 
 @pytest.mark.slow

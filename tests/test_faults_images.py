@@ -28,8 +28,18 @@ from ssan.data import ImageError, build_transforms, check_image, load_rgb
 
 BOMB_SIDE = 50_000
 MB = 1024 * 1024
-GOOD = ("one-pixel.png", "grey.png", "cmyk.jpg", "sixteen-bit.png", "animated.gif", "palette-transparent.png",
-        "rgba.png", "la.png", "bilevel.bmp", "jpeg-named.png")
+GOOD = (
+    "one-pixel.png",
+    "grey.png",
+    "cmyk.jpg",
+    "sixteen-bit.png",
+    "animated.gif",
+    "palette-transparent.png",
+    "rgba.png",
+    "la.png",
+    "bilevel.bmp",
+    "jpeg-named.png",
+)
 
 
 # ------------------------------------------------------------ file makers
@@ -56,7 +66,7 @@ def jpeg_bomb(path: Path) -> bytes:
     Image.new("RGB", (16, 16), (200, 10, 10)).save(buffer, "JPEG")
     data = bytearray(buffer.getvalue())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5: sof + 9] = struct.pack(">HH", BOMB_SIDE, BOMB_SIDE)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", BOMB_SIDE, BOMB_SIDE)
     return bytes(data)
 
 
@@ -152,8 +162,9 @@ def _dataset(root: Path, folder: Path, names: list) -> None:
     records = []
     for i in range(4):
         noise(16, 32, i).save(imgs / "plain" / f"{i}.png")
-        records.append({"split": "train", "captions": ["a man in a red shirt"], "file_path": f"plain/{i}.png",
-                        "id": i // 2})
+        records.append(
+            {"split": "train", "captions": ["a man in a red shirt"], "file_path": f"plain/{i}.png", "id": i // 2}
+        )
     for name in names:
         records.append({"split": "train", "captions": ["a woman with a red bag"], "file_path": f"odd/{name}", "id": 9})
     (root / "reid_raw.json").write_text(json.dumps(records))
@@ -170,8 +181,9 @@ def test_prepare_reports_each_bad_image_and_skips_them(hostile, tmp_path, record
         assert f"odd/{name}" in err
     for name in good:
         assert f"odd/{name}:" not in err
-    code, _, err = run_cli("prepare", "--dataset", "cuhk-pedes", "--root", tmp_path / "ds", "--out", out,
-                           "--skip-invalid")
+    code, _, err = run_cli(
+        "prepare", "--dataset", "cuhk-pedes", "--root", tmp_path / "ds", "--out", out, "--skip-invalid"
+    )
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(Path(s["file"]).name for s in summary["skipped"]) == sorted(bad)
@@ -184,8 +196,20 @@ def test_prepare_reports_each_bad_image_and_skips_them(hostile, tmp_path, record
 def test_index_skips_bad_images_with_warnings(hostile, tiny_checkpoint, tmp_path, record_property):
     folder, bad, good = hostile
     out = tmp_path / "index"
-    code, stdout, err = run_cli("index", "--images", folder, "--checkpoint", tiny_checkpoint, "--out", out,
-                                "--no-progress", "--device", "cpu", "--batch-size", "4")
+    code, stdout, err = run_cli(
+        "index",
+        "--images",
+        folder,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--out",
+        out,
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+    )
     assert code == 0, err
     assert "Traceback" not in err
     meta = json.loads((out / "meta.json").read_text())
@@ -212,8 +236,7 @@ sys.exit(code)
 
 def _max_rss_mb(args: list, cwd: Path) -> tuple:
     """Run a command; returns (exit status, its peak resident memory in MiB (ru_maxrss), stderr)."""
-    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
     return proc.returncode, int(proc.stdout.strip().splitlines()[-1]) / 1024, proc.stderr
 
 
@@ -235,9 +258,24 @@ def _index_rss(files: list, checkpoint: Path, folder: Path) -> float:
     for name in files:
         os.link(name, gallery / Path(name).name)
     Image.new("RGB", (16, 32)).save(gallery / "good.png")
-    code, peak, err = _max_rss_mb([sys.executable, "-m", "ssan", "index", "--images", str(gallery), "--checkpoint",
-                                   str(checkpoint), "--out", str(folder / "index"), "--device", "cpu",
-                                   "--no-progress"], folder)
+    code, peak, err = _max_rss_mb(
+        [
+            sys.executable,
+            "-m",
+            "ssan",
+            "index",
+            "--images",
+            str(gallery),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(folder / "index"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        folder,
+    )
     assert code == 0 and "Traceback" not in err, err
     return peak
 
@@ -256,8 +294,11 @@ def test_bombs_stay_far_from_a_gigabyte(hostile, tiny_checkpoint, tmp_path, reco
     index_base_mb = _index_rss([], tiny_checkpoint, tmp_path / "plain")
     assert index_mb - index_base_mb < 64 and index_mb < 1024, (index_mb, index_base_mb)
     record_property("cases", len(bombs) * 3)
-    record_property("rss_mb", f"loader {bomb_mb:.0f} vs {base_mb:.0f} on a 1x1 image; "
-                              f"ssan index {index_mb:.0f} vs {index_base_mb:.0f} without the bombs")
+    record_property(
+        "rss_mb",
+        f"loader {bomb_mb:.0f} vs {base_mb:.0f} on a 1x1 image; "
+        f"ssan index {index_mb:.0f} vs {index_base_mb:.0f} without the bombs",
+    )
 
 
 def _digests(folder: Path) -> dict:
@@ -281,13 +322,37 @@ def test_no_data_lost_bad_images_leave_outputs_intact(hostile, tiny_checkpoint, 
     plain.mkdir()
     noise(16, 32).save(plain / "a.png")
     index = tmp_path / "index"
-    assert run_cli("index", "--images", plain, "--checkpoint", tiny_checkpoint, "--out", index, "--no-progress",
-                   "--device", "cpu")[0] == 0
+    assert (
+        run_cli(
+            "index",
+            "--images",
+            plain,
+            "--checkpoint",
+            tiny_checkpoint,
+            "--out",
+            index,
+            "--no-progress",
+            "--device",
+            "cpu",
+        )[0]
+        == 0
+    )
     before = _digests(index)
     broken = tmp_path / "broken"
     make_bad(broken)
-    code, _, err = run_cli("index", "--images", broken, "--checkpoint", tiny_checkpoint, "--out", index, "--add",
-                           "--no-progress", "--device", "cpu")
+    code, _, err = run_cli(
+        "index",
+        "--images",
+        broken,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--out",
+        index,
+        "--add",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert code in (0, 2) and "Traceback" not in err
     assert _digests(index) == before
     record_property("cases", 2)

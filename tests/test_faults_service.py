@@ -4,10 +4,11 @@ The gallery holds good images, odd ones, broken files, a decompression bomb and 
 of it (to /etc/passwd, to an image and a folder outside, a link loop). Against the running server:
 schemathesis drives the app's own OpenAPI schema with the service's token (positive and negative
 cases, bounded) and no response is a 5xx, and only the requests it sent without the token are 401;
-every client below sends the token, so what is tested is past authentication; path traversal in every spelling is refused and nothing outside the index is
-ever served; oversized bodies get 413 before the searcher is called (a counting wrapper); stalled,
-trickling and aborted clients do not hold up a normal client; the index and the gallery are left
-byte-identical. Everything talks to 127.0.0.1 only and stops by itself.
+every client below sends the token, so what is tested is past authentication; path traversal in
+every spelling is refused and nothing outside the index is ever served; oversized bodies get 413
+before the searcher is called (a counting wrapper); stalled, trickling and aborted clients do not
+hold up a normal client; the index and the gallery are left byte-identical. Everything talks to
+127.0.0.1 only and stops by itself.
 """
 
 from __future__ import annotations
@@ -94,14 +95,20 @@ def make_gallery(base: Path, synth_root: Path) -> dict:
     (gallery / "loop.png").symlink_to(gallery / "loop.png")
     (gallery / "relative-escape.jpg").symlink_to(Path("..") / "outside" / "secret.png")
     (gallery / "inside-link.png").symlink_to(gallery / "cmyk.jpg")
-    good = sorted(p.name for p in gallery.iterdir() if p.is_file() and not p.is_symlink()
-                  and p.name not in ("zero.jpg", "text.jpg", "bomb.png"))
+    good = sorted(
+        p.name
+        for p in gallery.iterdir()
+        if p.is_file() and not p.is_symlink() and p.name not in ("zero.jpg", "text.jpg", "bomb.png")
+    )
     return {"gallery": gallery, "outside": outside, "good": good}
 
 
 def digests(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +121,11 @@ def service(tiny_checkpoint, synth_root, tmp_path_factory):
     app = create_app(searcher, Security(tokens=TokenStore([(None, TOKEN)], "test")), max_body_bytes=MAX_BODY)
     with running(app) as url:
         port = int(url.rsplit(":", 1)[1])
-        before = {"index": digests(base / "index"), "gallery": digests(files["gallery"]),
-                  "outside": digests(files["outside"])}
+        before = {
+            "index": digests(base / "index"),
+            "gallery": digests(files["gallery"]),
+            "outside": digests(files["outside"]),
+        }
         yield {"url": url, "port": port, "searcher": searcher, "base": base, "before": before, **files}
 
 
@@ -136,8 +146,10 @@ def test_schemathesis_finds_no_server_error(service, record_property):
     statuses: dict = {}
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case):
                 response = case.call(base_url=service["url"], headers=AUTH, timeout=30)
@@ -158,13 +170,41 @@ def test_schemathesis_finds_no_server_error(service, record_property):
 
 # -------------------------------------------------------------- path traversal
 TRAVERSALS = [
-    "..%2f..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "..%252f..%252fetc%252fpasswd", "%252e%252e%252fetc%252fpasswd", "..%5c..%5cetc%5cpasswd",
-    "..\\..\\etc\\passwd", "....//....//etc/passwd", "..%c0%af..%c0%afetc%c0%afpasswd", "%2fetc%2fpasswd",
-    "/etc/passwd", "0/../../../../etc/passwd", "0%2f..%2f..%2fsecret.png", "0%00.png", "%00", "passwd.png",
-    "secret-link.png", "outside-folder/secret.png", "-1", "-0", "+0", " 0", "0%20", "0x0", "1e3", "0.0",
-    "99999999999999999999999999", "999999999999", "%d9%a0", "00000000000000000000000000000001", "9" * 5000,
-    "A" * 20_000, "%2e", ".", "..",
+    "..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e/%2e%2e/etc/passwd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "..%252f..%252fetc%252fpasswd",
+    "%252e%252e%252fetc%252fpasswd",
+    "..%5c..%5cetc%5cpasswd",
+    "..\\..\\etc\\passwd",
+    "....//....//etc/passwd",
+    "..%c0%af..%c0%afetc%c0%afpasswd",
+    "%2fetc%2fpasswd",
+    "/etc/passwd",
+    "0/../../../../etc/passwd",
+    "0%2f..%2f..%2fsecret.png",
+    "0%00.png",
+    "%00",
+    "passwd.png",
+    "secret-link.png",
+    "outside-folder/secret.png",
+    "-1",
+    "-0",
+    "+0",
+    " 0",
+    "0%20",
+    "0x0",
+    "1e3",
+    "0.0",
+    "99999999999999999999999999",
+    "999999999999",
+    "%d9%a0",
+    "00000000000000000000000000000001",
+    "9" * 5000,
+    "A" * 20_000,
+    "%2e",
+    ".",
+    "..",
 ]
 
 
@@ -176,9 +216,19 @@ def test_path_traversal_is_refused(service, spelling, record_property):
     record_property("cases", 1)
 
 
-@pytest.mark.parametrize("path", ["/static/..%2f..%2fapp.py", "/static/%2e%2e/%2e%2e/search/app.py",
-                                  "/static/../app.py", "/static/..\\app.py", "/static//etc/passwd",
-                                  "/static/%2fetc%2fpasswd", "/..%2f..%2fetc%2fpasswd", "//etc/passwd"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/..%2f..%2fapp.py",
+        "/static/%2e%2e/%2e%2e/search/app.py",
+        "/static/../app.py",
+        "/static/..\\app.py",
+        "/static//etc/passwd",
+        "/static/%2fetc%2fpasswd",
+        "/..%2f..%2fetc%2fpasswd",
+        "//etc/passwd",
+    ],
+)
 def test_static_and_root_traversal_is_refused(service, path, record_property):
     status, body = get(service["port"], path)
     assert status in (400, 404, 405), status
@@ -206,9 +256,11 @@ def test_only_indexed_gallery_images_are_served(service, record_property):
 
 # ------------------------------------------------------------ oversized bodies
 def _post(length_header: str, body: bytes = b"", extra: str = "") -> bytes:
-    return (f"POST /api/search HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: application/json\r\n{length_header}"
-            f"{extra}Connection: close\r\n\r\n").encode() + body
+    return (
+        f"POST /api/search HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\n{length_header}"
+        f"{extra}Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def test_oversized_bodies_are_refused_before_the_model(service, record_property):
@@ -222,8 +274,13 @@ def test_oversized_bodies_are_refused_before_the_model(service, record_property)
         (_post("Content-Length: " + "9" * 5000 + "\r\n"), {400, 413, 431}),
         (_post("Content-Length: -1\r\n"), {400}),
         (_post("Content-Length: 10\r\n", b"x" * 10, "Content-Length: 20\r\n"), {400}),
-        (_post("Transfer-Encoding: chunked\r\n", b"".join(b"3e8\r\n" + b"x" * 1000 + b"\r\n" for _ in range(10))
-               + b"0\r\n\r\n"), {413}),
+        (
+            _post(
+                "Transfer-Encoding: chunked\r\n",
+                b"".join(b"3e8\r\n" + b"x" * 1000 + b"\r\n" for _ in range(10)) + b"0\r\n\r\n",
+            ),
+            {413},
+        ),
     ]
     for request, expected in cases:
         started = time.monotonic()
@@ -259,7 +316,9 @@ def _aborted_clients(port: int, count: int = 10) -> None:
         if i % 2:
             sock.sendall(_post("Content-Length: 300\r\n", b'{"query": "a wo'))
         else:
-            sock.sendall(f"GET /api/images/0 HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+            sock.sendall(
+                f"GET /api/images/0 HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+            )
         sock.close()
 
 
@@ -372,10 +431,27 @@ def test_no_data_lost_index_add_killed_before_metadata(service, tiny_checkpoint,
     extra.mkdir()
     Image.new("RGB", (16, 32), (9, 9, 9)).save(extra / "new.png")
     marker = tmp_path / "held"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_META, "index", "--images", str(extra), "--checkpoint",
-                             str(tiny_checkpoint), "--out", str(index), "--add", "--no-progress", "--device", "cpu"],
-                            env={**os.environ, "FAULT_MARKER": str(marker)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD_META,
+            "index",
+            "--images",
+            str(extra),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--out",
+            str(index),
+            "--add",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        env={**os.environ, "FAULT_MARKER": str(marker)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -51,7 +51,10 @@ WAIT_S = 240  # longest wait for one moment to be reached (a loaded 2-core CI ma
 # (0-based); "eval:SPLIT,E" holds inside an evaluation of SPLIT while E epochs are recorded (an epoch's
 # row is recorded after its evaluations: "val,0" is the end of epoch 1, "test,2" the final test of a
 # 2-epoch run), once the gallery is encoded; "write" stops every checkpoint write half-way.
-HOOK = "HALF_SAVE = " + repr(HALF_SAVE) + r"""
+HOOK = (
+    "HALF_SAVE = "
+    + repr(HALF_SAVE)
+    + r"""
 import os, runpy, sys, time
 where = os.environ["FAULT_AT"]
 marker = os.environ.get("FAULT_MARKER", "")
@@ -95,6 +98,7 @@ else:
 sys.argv = ["ssan"] + sys.argv[1:]
 runpy.run_module("ssan", run_name="__main__", alter_sys=True)
 """
+)
 
 
 class Run:
@@ -145,7 +149,9 @@ class Run:
         try:
             while not reached():
                 if proc.poll() is not None:
-                    pytest.fail(f"training ended (exit {proc.returncode}) before {what}; log:\n{self.log.read_text()[-3000:]}")
+                    pytest.fail(
+                        f"training ended (exit {proc.returncode}) before {what}; log:\n{self.log.read_text()[-3000:]}"
+                    )
                 if time.monotonic() > deadline:
                     pytest.fail(f"{what} not reached in {WAIT_S} s; log:\n{self.log.read_text()[-3000:]}")
                 time.sleep(0.05)
@@ -194,8 +200,9 @@ def reference(prepared_synth, tiny_overrides, tmp_path_factory):
     return run.output
 
 
-def test_killed_at_eight_moments_resumes_to_the_same_run(reference, prepared_synth, tiny_overrides, tmp_path,
-                                                         record_property):
+def test_killed_at_eight_moments_resumes_to_the_same_run(
+    reference, prepared_synth, tiny_overrides, tmp_path, record_property
+):
     run = Run(prepared_synth, tmp_path / "run", tiny_overrides + EXTRA)
     moments = 0
 
@@ -257,15 +264,18 @@ def test_no_data_lost_after_kills(reference, prepared_synth, tiny_overrides, tmp
     """Killed in a write and in an evaluation: last.pt, best.pt and metrics.jsonl stay complete and agree."""
     run = Run(prepared_synth, tmp_path / "run", tiny_overrides + EXTRA)
     run.kill_at("step:1,1", resume=False)  # epoch 1 done: last.pt, best.pt and metrics.jsonl exist
-    files = {name: digest(run.output / name) for name in
-             ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "config.yaml")}
+    files = {
+        name: digest(run.output / name)
+        for name in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "config.yaml")
+    }
     run.kill_in_write(resume=True)  # the step-2 write of epoch 2
     for name, value in files.items():
         assert digest(run.output / name) == value, f"{name} changed although the write was killed"
     for name in ("last.pt", "best.pt"):
         state = load_checkpoint(run.output / "checkpoints" / name)
-        assert state["epoch"] == 1 and state["history"] == [json.loads(line) for line in
-                                                            (run.output / "metrics.jsonl").read_text().splitlines()]
+        assert state["epoch"] == 1 and state["history"] == [
+            json.loads(line) for line in (run.output / "metrics.jsonl").read_text().splitlines()
+        ]
     proc = run.complete(resume=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(reference, run.output)

@@ -143,8 +143,14 @@ def test_identity_loss_equals_per_part_cross_entropy():
     loss = IdentityLoss(num_classes=5, in_dim=4, num_parts=3)
     torch.nn.init.normal_(loss.weight)
     image, text, labels = torch.randn(6, 3, 4), torch.randn(6, 3, 4), torch.randint(0, 5, (6,))
-    expected = sum(F.cross_entropy(image[:, k] @ loss.weight[k].T + loss.bias[k], labels)
-                   + F.cross_entropy(text[:, k] @ loss.weight[k].T + loss.bias[k], labels) for k in range(3)) / 3
+    expected = (
+        sum(
+            F.cross_entropy(image[:, k] @ loss.weight[k].T + loss.bias[k], labels)
+            + F.cross_entropy(text[:, k] @ loss.weight[k].T + loss.bias[k], labels)
+            for k in range(3)
+        )
+        / 3
+    )
     torch.testing.assert_close(loss(image, text, labels), expected)
     assert abs(IdentityLoss(100, 64).weight.std().item() - 0.001) < 0.0002
 
@@ -165,8 +171,15 @@ def batch_features(model: SSAN, batch: int = 6, seed: int = 0) -> tuple:
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(2, 7, (batch,), generator=gen)
     tokens = torch.randint(1, 30, (batch, 6), generator=gen) * (torch.arange(6)[None] < lengths[:, None])
-    out = model({"image": torch.randn(batch, 3, 32, 16, generator=gen), "tokens": tokens, "lengths": lengths,
-                 "weak_tokens": tokens.flip(0), "weak_lengths": lengths.flip(0)})
+    out = model(
+        {
+            "image": torch.randn(batch, 3, 32, 16, generator=gen),
+            "tokens": tokens,
+            "lengths": lengths,
+            "weak_tokens": tokens.flip(0),
+            "weak_lengths": lengths.flip(0),
+        }
+    )
     return out, torch.tensor([0, 1, 2, 0, 1, 2])[:batch]
 
 
@@ -193,8 +206,11 @@ def test_criterion_terms_and_weights():
     out, labels = batch_features(model)
     terms = criterion(out, {"label": labels}, StepInputs(epoch=6, generator=torch.Generator().manual_seed(1)))
     assert set(terms) == {"total", "id_global", "cr_global", "id_parts", "cr_parts", "id_relation", "cr_relation"}
-    expected = (2.0 * (terms["id_global"] + 0.5 * (terms["id_parts"] + terms["id_relation"]))
-                + terms["cr_global"] + 0.5 * (terms["cr_parts"] + terms["cr_relation"]))
+    expected = (
+        2.0 * (terms["id_global"] + 0.5 * (terms["id_parts"] + terms["id_relation"]))
+        + terms["cr_global"]
+        + 0.5 * (terms["cr_parts"] + terms["cr_relation"])
+    )
     torch.testing.assert_close(terms["total"], expected)
     again = criterion(out, {"label": labels}, StepInputs(epoch=6, generator=torch.Generator().manual_seed(1)))
     torch.testing.assert_close(again["total"], terms["total"])
@@ -235,12 +251,15 @@ def test_a_registered_term_is_one_class_plus_one_line_of_config():
     try:
         torch.manual_seed(0)
         out, labels = batch_features(SSAN(30, **SMALL))
-        criterion = criterion_for(terms={"id": 1.0, "cr": 1.0, "plain-triplet": 2.0},
-                                  options={"plain-triplet": {"margin": 0.5}})
+        criterion = criterion_for(
+            terms={"id": 1.0, "cr": 1.0, "plain-triplet": 2.0}, options={"plain-triplet": {"margin": 0.5}}
+        )
         terms = criterion(out, {"label": labels})
         assert criterion.terms["plain-triplet"].margin == 0.5 and "plain-triplet_global" in terms
-        method = sum(w * (terms[f"{t}_global"] + 0.5 * (terms[f"{t}_parts"] + terms[f"{t}_relation"]))
-                     for t, w in (("id", 1.0), ("cr", 1.0)))
+        method = sum(
+            w * (terms[f"{t}_global"] + 0.5 * (terms[f"{t}_parts"] + terms[f"{t}_relation"]))
+            for t, w in (("id", 1.0), ("cr", 1.0))
+        )
         torch.testing.assert_close(terms["total"], method + 2.0 * terms["plain-triplet_global"])
         with pytest.raises(ConfigError, match="unexpected keyword"):
             criterion_for(terms={"plain-triplet": 1.0}, options={"plain-triplet": {"margn": 0.5}})

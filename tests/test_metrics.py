@@ -45,8 +45,9 @@ def naive_metrics(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
     out = {f"R{k}": 100.0 * np.mean(first <= k) for k in ks}
     out["mAP"] = 100.0 * np.mean(aps)
     out["mINP"] = 100.0 * np.mean(inps)
-    out["mAP_trapezoid"] = 100.0 * np.mean([reference_trapezoid_ap(sim[i], qid, gallery_ids)
-                                            for i, qid in enumerate(query_ids)])
+    out["mAP_trapezoid"] = 100.0 * np.mean(
+        [reference_trapezoid_ap(sim[i], qid, gallery_ids) for i, qid in enumerate(query_ids)]
+    )
     return out
 
 
@@ -89,17 +90,31 @@ GALLERY = [1, 2, 1, 2, 1]
 def test_several_matches_hand_computed():
     # id 1: order 0(m) 2(m) 3 4(m) 1 -> matches at ranks 1, 2, 4
     got = rank_metrics([SCORES], [1], GALLERY)
-    assert got == pytest.approx({"R1": 100.0, "R5": 100.0, "R10": 100.0,
-                                 "mAP": 100 * (1 / 1 + 2 / 2 + 3 / 4) / 3, "mINP": 100 * 3 / 4,
-                                 "mAP_trapezoid": 100 * (1 + 1 + (2 / 3 + 3 / 4) / 2) / 3})
+    assert got == pytest.approx(
+        {
+            "R1": 100.0,
+            "R5": 100.0,
+            "R10": 100.0,
+            "mAP": 100 * (1 / 1 + 2 / 2 + 3 / 4) / 3,
+            "mINP": 100 * 3 / 4,
+            "mAP_trapezoid": 100 * (1 + 1 + (2 / 3 + 3 / 4) / 2) / 3,
+        }
+    )
 
 
 def test_match_at_last_rank_hand_computed():
     # id 2: matches 3 (rank 3) and 1 (rank 5, the last position)
     got = rank_metrics([SCORES], [2], GALLERY, ks=(1, 3, 5))
-    assert got == pytest.approx({"R1": 0.0, "R3": 100.0, "R5": 100.0,
-                                 "mAP": 100 * (1 / 3 + 2 / 5) / 2, "mINP": 100 * 2 / 5,
-                                 "mAP_trapezoid": 100 * ((0 + 1 / 3) / 2 + (1 / 4 + 2 / 5) / 2) / 2})
+    assert got == pytest.approx(
+        {
+            "R1": 0.0,
+            "R3": 100.0,
+            "R5": 100.0,
+            "mAP": 100 * (1 / 3 + 2 / 5) / 2,
+            "mINP": 100 * 2 / 5,
+            "mAP_trapezoid": 100 * ((0 + 1 / 3) / 2 + (1 / 4 + 2 / 5) / 2) / 2,
+        }
+    )
 
 
 def test_ties_broken_by_gallery_order_both_ways():
@@ -107,28 +122,50 @@ def test_ties_broken_by_gallery_order_both_ways():
     gallery = [1, 2, 1, 2]
     # id 1: the tied non-match (1) sits between the two matches -> ranks 1 and 3
     assert rank_metrics(scores, [1], gallery, ks=(1, 2)) == pytest.approx(
-        {"R1": 100.0, "R2": 100.0, "mAP": 100 * (1 + 2 / 3) / 2, "mINP": 100 * 2 / 3,
-         "mAP_trapezoid": 100 * (1 + (1 / 2 + 2 / 3) / 2) / 2})
+        {
+            "R1": 100.0,
+            "R2": 100.0,
+            "mAP": 100 * (1 + 2 / 3) / 2,
+            "mINP": 100 * 2 / 3,
+            "mAP_trapezoid": 100 * (1 + (1 / 2 + 2 / 3) / 2) / 2,
+        }
+    )
     # id 2: the match (1) is tied with an earlier non-match (0): rank 2, not 1; last match rank 4
     assert rank_metrics(scores, [2], gallery, ks=(1, 2)) == pytest.approx(
-        {"R1": 0.0, "R2": 100.0, "mAP": 100 * (1 / 2 + 2 / 4) / 2, "mINP": 100 * 2 / 4,
-         "mAP_trapezoid": 100 * ((0 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2})
+        {
+            "R1": 0.0,
+            "R2": 100.0,
+            "mAP": 100 * (1 / 2 + 2 / 4) / 2,
+            "mINP": 100 * 2 / 4,
+            "mAP_trapezoid": 100 * ((0 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2,
+        }
+    )
 
 
 def test_means_over_queries_and_custom_ks():
     got = rank_metrics([SCORES, SCORES], [1, 2], GALLERY, ks=(1, 2, 3))
     ap = ((1 + 1 + 3 / 4) / 3 + (1 / 3 + 2 / 5) / 2) / 2
     trapezoid = ((1 + 1 + (2 / 3 + 3 / 4) / 2) / 3 + ((0 + 1 / 3) / 2 + (1 / 4 + 2 / 5) / 2) / 2) / 2
-    assert got == pytest.approx({"R1": 50.0, "R2": 50.0, "R3": 100.0, "mAP": 100 * ap,
-                                 "mINP": 100 * (3 / 4 + 2 / 5) / 2, "mAP_trapezoid": 100 * trapezoid})
+    assert got == pytest.approx(
+        {
+            "R1": 50.0,
+            "R2": 50.0,
+            "R3": 100.0,
+            "mAP": 100 * ap,
+            "mINP": 100 * (3 / 4 + 2 / 5) / 2,
+            "mAP_trapezoid": 100 * trapezoid,
+        }
+    )
 
 
 def test_single_perfect_and_single_worst():
     assert rank_metrics([[0.0, 1.0, 0.5]], [7], [3, 7, 3]) == pytest.approx(
-        {"R1": 100.0, "R5": 100.0, "R10": 100.0, "mAP": 100.0, "mINP": 100.0, "mAP_trapezoid": 100.0})
+        {"R1": 100.0, "R5": 100.0, "R10": 100.0, "mAP": 100.0, "mINP": 100.0, "mAP_trapezoid": 100.0}
+    )
     worst = rank_metrics([[0.0, 1.0, 0.5]], [3], [3, 7, 7], ks=(1, 2))
-    assert worst == pytest.approx({"R1": 0.0, "R2": 0.0, "mAP": 100 / 3, "mINP": 100 / 3,
-                                   "mAP_trapezoid": 100 * (0 + 1 / 3) / 2})
+    assert worst == pytest.approx(
+        {"R1": 0.0, "R2": 0.0, "mAP": 100 / 3, "mINP": 100 / 3, "mAP_trapezoid": 100 * (0 + 1 / 3) / 2}
+    )
 
 
 # ---------------------------------------------------------------- naive reference
@@ -150,8 +187,10 @@ def test_agrees_on_all_equal_scores_and_float64():
 
 
 def test_signed_zeros_and_infinities():
-    sim = np.array([[0.0, -0.0, np.inf, 1.0, -np.inf, np.inf, -0.0],
-                    [-np.inf, -np.inf, 0.0, -0.0, 0.0, np.inf, 2.0]], dtype=np.float32)
+    sim = np.array(
+        [[0.0, -0.0, np.inf, 1.0, -np.inf, np.inf, -0.0], [-np.inf, -np.inf, 0.0, -0.0, 0.0, np.inf, 2.0]],
+        dtype=np.float32,
+    )
     g = np.array([1, 2, 1, 2, 1, 2, 1])
     for q in ([1, 2], [2, 1]):
         assert_close(rank_metrics(sim, q, g), naive_metrics(sim, q, g))
@@ -214,7 +253,7 @@ def test_accumulator_protocol():
     sim, q, g = random_case(rng, 40, 80, 6)
     acc = RankMetricAccumulator(ks=(1, 5))
     for start in range(0, 40, 9):
-        acc.process(torch.from_numpy(sim[start:start + 9]), q[start:start + 9], g)
+        acc.process(torch.from_numpy(sim[start : start + 9]), q[start : start + 9], g)
     assert acc.num_queries == 40
     assert_close(acc.evaluate(), naive_metrics(sim, q, g, ks=(1, 5)))
     per_query = acc.per_query()

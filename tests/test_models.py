@@ -106,8 +106,9 @@ def test_lengths_may_be_a_list_and_are_checked():
     model = small_model().eval()
     tokens, lengths = random_text(3, 6)
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_text(tokens, lengths.tolist())["global"],
-                                   model.encode_text(tokens, lengths)["global"])
+        torch.testing.assert_close(
+            model.encode_text(tokens, lengths.tolist())["global"], model.encode_text(tokens, lengths)["global"]
+        )
     with pytest.raises(ValueError, match="lengths"):
         model.encode_text(tokens, torch.tensor([0, 2, 3]))
     with pytest.raises(ValueError, match="lengths"):
@@ -170,8 +171,9 @@ def test_blocked_word_max_matches_the_dense_formulation(monkeypatch, block_eleme
     for got, expected in zip(fast, dense):
         torch.testing.assert_close(got, expected)
     with torch.no_grad():
-        torch.testing.assert_close(word_max_module.word_max(scores, words, mask),
-                                   word_max_module.dense_word_max(scores, words, mask))
+        torch.testing.assert_close(
+            word_max_module.word_max(scores, words, mask), word_max_module.dense_word_max(scores, words, mask)
+        )
     assert torch.autograd.gradcheck(lambda s, w: word_max_module.word_max(s, w, mask), (scores, words))
 
 
@@ -186,8 +188,9 @@ def relation_loop(module: PartRelation, x: torch.Tensor, normalise) -> torch.Ten
     c = [F.normalize(lrelu(x[:, k] @ module.context_proj.weight[k].T), dim=-1) for k in range(num_parts)]
     ups = []
     for k in range(num_parts):
-        scores = torch.stack([(p[j] * c[k]).sum(-1) if j != k else torch.full_like(p[j][:, 0], -1e6)
-                              for j in range(num_parts)], dim=1)
+        scores = torch.stack(
+            [(p[j] * c[k]).sum(-1) if j != k else torch.full_like(p[j][:, 0], -1e6) for j in range(num_parts)], dim=1
+        )
         weights = scores.softmax(dim=1)
         z = sum(weights[:, j : j + 1] * p[j] for j in range(num_parts))
         ups.append(z @ module.up_proj.weight[k].T)
@@ -202,7 +205,7 @@ def separate_norms(module: PartRelation, parts: int, dim: int) -> list:
         bn = torch.nn.BatchNorm1d(dim).train(module.training)
         with torch.no_grad():
             for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(bn, name).copy_(getattr(module.norm, name)[k * dim:(k + 1) * dim])
+                getattr(bn, name).copy_(getattr(module.norm, name)[k * dim : (k + 1) * dim])
         norms.append(bn)
     return norms
 
@@ -223,15 +226,16 @@ def test_per_part_norm_equals_separate_batchnorms_part_by_part(train):
     expected = relation_loop(module, x, lambda ups: torch.stack([bn(u) for bn, u in zip(norms, ups)], dim=1))
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for k, bn in enumerate(norms):  # running statistics updated the same way, slice by slice
-        torch.testing.assert_close(module.norm.running_mean[k * dim:(k + 1) * dim], bn.running_mean)
-        torch.testing.assert_close(module.norm.running_var[k * dim:(k + 1) * dim], bn.running_var)
+        torch.testing.assert_close(module.norm.running_mean[k * dim : (k + 1) * dim], bn.running_mean)
+        torch.testing.assert_close(module.norm.running_var[k * dim : (k + 1) * dim], bn.running_var)
     weights = torch.randn_like(out)
     got = torch.autograd.grad((out * weights).sum(), [x, module.norm.weight, module.norm.bias])
-    want = torch.autograd.grad((expected * weights).sum(), [x] + [bn.weight for bn in norms]
-                               + [bn.bias for bn in norms])
+    want = torch.autograd.grad(
+        (expected * weights).sum(), [x] + [bn.weight for bn in norms] + [bn.bias for bn in norms]
+    )
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[1], torch.cat(want[1:1 + parts]), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[2], torch.cat(want[1 + parts:]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], torch.cat(want[1 : 1 + parts]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[2], torch.cat(want[1 + parts :]), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("train", [True, False])

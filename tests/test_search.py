@@ -37,7 +37,9 @@ def gallery(synth_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("gallery") / "photos"
     images = sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:12]
     for number, image in enumerate(images):
-        target = root / f"cam{number % 3}" / (f"img{number:02d}" + (image.suffix.upper() if number % 2 else image.suffix))
+        target = (
+            root / f"cam{number % 3}" / (f"img{number:02d}" + (image.suffix.upper() if number % 2 else image.suffix))
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(image, target)
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
@@ -106,8 +108,11 @@ def test_exact_index_scores_equal_ssan_similarity(gallery, random_checkpoint, tm
 
 def _top1_hits(searcher, records) -> list:
     """For every caption of ``records``: is the first result of its identity?"""
-    return [searcher.search(caption, k=1)["results"][0]["id"] == record["id"]
-            for record in records for caption in record["captions"]]
+    return [
+        searcher.search(caption, k=1)["results"][0]["id"] == record["id"]
+        for record in records
+        for caption in record["captions"]
+    ]
 
 
 def test_prepared_split_keeps_identities(prepared_synth, random_checkpoint, tmp_path):
@@ -138,9 +143,20 @@ def trained_checkpoint(prepared_synth, tmp_path_factory):
     from ssan.config import load_config
     from ssan.engine.trainer import Trainer
 
-    overrides = ["data.batch_size=16", "data.eval_batch_size=64", "data.num_workers=0", "model.embed_dim=32",
-                 "model.word_dim=16", "model.hidden_dim=32", "model.cnn_width=8", "optim.epochs=10",
-                 "optim.milestones=[100]", "optim.lr=3e-3", "optim.backbone_lr=3e-3", "train.eval_every=10"]
+    overrides = [
+        "data.batch_size=16",
+        "data.eval_batch_size=64",
+        "data.num_workers=0",
+        "model.embed_dim=32",
+        "model.word_dim=16",
+        "model.hidden_dim=32",
+        "model.cnn_width=8",
+        "optim.epochs=10",
+        "optim.milestones=[100]",
+        "optim.lr=3e-3",
+        "optim.backbone_lr=3e-3",
+        "train.eval_every=10",
+    ]
     run = tmp_path_factory.mktemp("trained") / "run"
     Trainer.from_config(load_config("synth", overrides), prepared_synth, run, device="cpu").fit()
     return run / "checkpoints" / "last.pt"
@@ -217,11 +233,13 @@ def one_faiss_thread():
 
 
 @pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
-def test_approximate_index_reports_recall_and_exact_rescoring(synth_root, random_checkpoint, tmp_path, kind,
-                                                              one_faiss_thread):
+def test_approximate_index_reports_recall_and_exact_rescoring(
+    synth_root, random_checkpoint, tmp_path, kind, one_faiss_thread
+):
     spec = IndexSpec(kind=kind, m=16, nbits=4, nprobe=2)
-    index = build_index(tmp_path / kind, random_checkpoint, images=synth_root / "imgs", spec=spec,
-                               recall_queries=50, progress=False)
+    index = build_index(
+        tmp_path / kind, random_checkpoint, images=synth_root / "imgs", spec=spec, recall_queries=50, progress=False
+    )
     recall = index.meta["index"]["recall@10"]
     assert 0.0 <= recall <= 1.0 and index.meta["index"]["recall_queries"] == "images"
     files = index.meta["files"]
@@ -236,13 +254,18 @@ def test_approximate_index_reports_recall_and_exact_rescoring(synth_root, random
 
 def test_ivfpq_refuses_a_gallery_too_small_to_train(gallery, random_checkpoint, tmp_path):
     with pytest.raises(SsanError, match="IVF-PQ needs at least 256"):
-        build_index(tmp_path / "idx", random_checkpoint, images=gallery, spec=IndexSpec(kind="ivfpq"),
-                           progress=False)
+        build_index(tmp_path / "idx", random_checkpoint, images=gallery, spec=IndexSpec(kind="ivfpq"), progress=False)
 
 
 def test_prepared_split_recall_uses_its_captions(prepared_synth, random_checkpoint, tmp_path):
-    index = build_index(tmp_path / "idx", random_checkpoint, data=prepared_synth, split="test",
-                               spec=IndexSpec(kind="hnsw"), progress=False)
+    index = build_index(
+        tmp_path / "idx",
+        random_checkpoint,
+        data=prepared_synth,
+        split="test",
+        spec=IndexSpec(kind="hnsw"),
+        progress=False,
+    )
     assert index.meta["index"]["recall_queries"] == "captions"
     assert index.meta["index"]["recall@10"] == pytest.approx(1.0)
 
@@ -256,8 +279,13 @@ def searcher(gallery, random_checkpoint, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "query, message",
-    [("", "empty"), ("   \n\t", "empty"), ("🙂🙂 🎉", "no words"), ("zzqx blorf", "vocabulary"),
-     ("!!! ??? ...", "no words")],
+    [
+        ("", "empty"),
+        ("   \n\t", "empty"),
+        ("🙂🙂 🎉", "no words"),
+        ("zzqx blorf", "vocabulary"),
+        ("!!! ??? ...", "no words"),
+    ],
 )
 def test_unusable_queries_raise_query_error(searcher, query, message):
     with pytest.raises(QueryError, match=message):
@@ -310,12 +338,32 @@ def _run_command(name, argv):
 
 def test_cli_index_and_search(gallery, random_checkpoint, tmp_path, capsys):
     out = tmp_path / "idx"
-    assert _run_command("index", ["--checkpoint", str(random_checkpoint), "--images", str(gallery),
-                                  "--out", str(out), "--no-progress"]) == 0
+    assert (
+        _run_command(
+            "index",
+            ["--checkpoint", str(random_checkpoint), "--images", str(gallery), "--out", str(out), "--no-progress"],
+        )
+        == 0
+    )
     assert "12 images, flat" in capsys.readouterr().out
     sheet, attention = tmp_path / "sheet.png", tmp_path / "attention.png"
-    assert _run_command("search", ["--index", str(out), "a man in a black coat qqqz", "-k", "3",
-                                   "--sheet", str(sheet), "--attention", str(attention)]) == 0
+    assert (
+        _run_command(
+            "search",
+            [
+                "--index",
+                str(out),
+                "a man in a black coat qqqz",
+                "-k",
+                "3",
+                "--sheet",
+                str(sheet),
+                "--attention",
+                str(attention),
+            ],
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "unknown words (ignored): qqqz" in text and "part 6:" in text
     assert text.count(str(gallery.resolve())) == 3
@@ -345,10 +393,23 @@ def _run_two_ranks(out, checkpoint, gallery) -> list:
     """Launch the two ranks like torchrun would; returns [(returncode, stderr)] per rank."""
     port, procs = _free_port(), []
     for rank in range(2):
-        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(out), str(checkpoint), str(gallery)],
-                                      env=env, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _RANK_SCRIPT, str(out), str(checkpoint), str(gallery)],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     errors = [proc.communicate(timeout=240)[1] for proc in procs]
     return [(proc.returncode, err) for proc, err in zip(procs, errors)]
 
@@ -358,8 +419,9 @@ def test_distributed_indexing_with_two_gloo_processes(gallery, random_checkpoint
     out = tmp_path / "dist"
     for _ in range(3):  # the free port can be taken by another process before rank 0 binds it
         outcome = _run_two_ranks(out, random_checkpoint, gallery)
-        if all(code == 0 for code, _ in outcome) or not any("address already in use" in err.lower()
-                                                            for _, err in outcome):
+        if all(code == 0 for code, _ in outcome) or not any(
+            "address already in use" in err.lower() for _, err in outcome
+        ):
             break
     for code, err in outcome:
         assert code == 0, err[-3000:]

@@ -25,8 +25,12 @@ BASE_URL = "http://127.0.0.1:8000"
 def make_client(searcher, raise_server_exceptions: bool = True, **app_options) -> TestClient:
     """An in-process client that sends the service's token (the Host is one the service accepts)."""
     app = create_app(searcher, Security(tokens=TokenStore([(None, TOKEN)], "test")), **app_options)
-    return TestClient(app, base_url=BASE_URL, headers={"Authorization": f"Bearer {TOKEN}"},
-                      raise_server_exceptions=raise_server_exceptions)
+    return TestClient(
+        app,
+        base_url=BASE_URL,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        raise_server_exceptions=raise_server_exceptions,
+    )
 
 
 @pytest.fixture()
@@ -52,9 +56,20 @@ def test_search_returns_results_with_image_urls_and_attention(client):
 
 @pytest.mark.parametrize(
     "payload",
-    [{"query": "", "k": 5}, {"query": "x" * 1001, "k": 5}, {"query": "a man", "k": 0}, {"query": "a man", "k": 101},
-     {"query": 5, "k": 5}, {"query": "a man", "k": "5"}, {"query": "a man", "k": 2.5}, {"query": ["a"], "k": 1},
-     {"k": 5}, {"query": "a man", "k": 5, "extra": 1}, {"query": None}, {"query": "a man", "k": True}],
+    [
+        {"query": "", "k": 5},
+        {"query": "x" * 1001, "k": 5},
+        {"query": "a man", "k": 0},
+        {"query": "a man", "k": 101},
+        {"query": 5, "k": 5},
+        {"query": "a man", "k": "5"},
+        {"query": "a man", "k": 2.5},
+        {"query": ["a"], "k": 1},
+        {"k": 5},
+        {"query": "a man", "k": 5, "extra": 1},
+        {"query": None},
+        {"query": "a man", "k": True},
+    ],
 )
 def test_bad_input_gets_422_json_and_no_model_call(client, fake, payload):
     response = client.post("/api/search", json=payload)
@@ -91,10 +106,22 @@ def test_oversized_bodies_get_413_before_the_model_runs(client, fake):
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/images/..%2f..%2fetc%2fpasswd", "/api/images/../../etc/passwd", "/api/images/%2fetc%2fpasswd",
-     "/api/images//etc/passwd", "/api/images/-1", "/api/images/2", "/api/images/99999999999999999999",
-     "/api/images/1e3", "/api/images/0x1", "/api/images/%2e%2e", "/api/images/person0.png",
-     "/api/images/ 1", "/static/../../etc/passwd", "/static/..%2f..%2fetc%2fpasswd"],
+    [
+        "/api/images/..%2f..%2fetc%2fpasswd",
+        "/api/images/../../etc/passwd",
+        "/api/images/%2fetc%2fpasswd",
+        "/api/images//etc/passwd",
+        "/api/images/-1",
+        "/api/images/2",
+        "/api/images/99999999999999999999",
+        "/api/images/1e3",
+        "/api/images/0x1",
+        "/api/images/%2e%2e",
+        "/api/images/person0.png",
+        "/api/images/ 1",
+        "/static/../../etc/passwd",
+        "/static/..%2f..%2fetc%2fpasswd",
+    ],
 )
 def test_image_route_refuses_anything_but_indexed_ids(client, path):
     response = client.get(path)

@@ -44,17 +44,13 @@ def test_each_search_and_image_request_writes_one_line(tmp_path):
             assert alice.get("/api/images/7").status_code == 404
             for path_only in ("/", "/healthz", "/static/app.js", "/openapi.json"):  # not audited
                 assert alice.get(path_only).status_code == 200
-        assert (
-            httpx.post(f"{url}/api/search", json={"query": "a man", "k": 2}).status_code == 401
-        )  # not audited
+        assert httpx.post(f"{url}/api/search", json={"query": "a man", "k": 2}).status_code == 401  # not audited
         with httpx.Client(base_url=url, timeout=10) as browser:
             assert browser.get("/", params={"token": BOB}).status_code == 200
             assert browser.get("/api/images/0").status_code == 200  # the cookie: bob
     records = lines(path)
     assert all(set(r) == FIELDS for r in records)
-    assert [
-        (r["user"], r["method"], r["path"], r["query"], r["k"], r["image_ids"], r["status"]) for r in records
-    ] == [
+    assert [(r["user"], r["method"], r["path"], r["query"], r["k"], r["image_ids"], r["status"]) for r in records] == [
         ("alice", "POST", "/api/search", "a man in black", 2, [0, 1], 200),
         ("alice", "GET", "/api/images/1", None, None, [1], 200),
         ("alice", "POST", "/api/search", "zzqx", 3, [], 400),
@@ -109,10 +105,7 @@ def test_rotation_keeps_the_bound_while_serving(tmp_path):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=10) as alice:
             for number in range(300):
                 assert (
-                    alice.post(
-                        "/api/search", json={"query": f"query {number} " + "x" * 60, "k": 3}
-                    ).status_code
-                    == 200
+                    alice.post("/api/search", json={"query": f"query {number} " + "x" * 60, "k": 3}).status_code == 200
                 )
     files = sorted(p.name for p in tmp_path.glob("audit.jsonl*"))
     assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
@@ -135,9 +128,7 @@ def test_behind_a_trusted_reverse_proxy(tmp_path):
     """As the README's proxy setup runs it: the proxy's Host, https Origin and client address are used."""
     path = tmp_path / "audit.jsonl"
     security = Security(
-        tokens=TokenStore([("alice", ALICE)], "test"),
-        audit=AuditLog(path),
-        allowed_hosts=("search.example.org",),
+        tokens=TokenStore([("alice", ALICE)], "test"), audit=AuditLog(path), allowed_hosts=("search.example.org",)
     )
     app = create_app(fake_searcher(tmp_path), security)
     forwarded = {"Host": "search.example.org", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}

@@ -30,9 +30,7 @@ def index(synth_root, prepared_synth, tmp_path_factory):
     gallery.mkdir()
     for image in sorted(p for p in (synth_root / "imgs").rglob("*") if p.is_file())[:4]:
         shutil.copy(image, gallery / image.name)
-    build_index(
-        base / "idx", save_random_checkpoint(base / "m.pt", prepared_synth), images=gallery, progress=False
-    )
+    build_index(base / "idx", save_random_checkpoint(base / "m.pt", prepared_synth), images=gallery, progress=False)
     return base / "idx"
 
 
@@ -119,9 +117,7 @@ def test_serve_prints_a_tokenised_address_and_refuses_requests_without_it(index,
             headers={"Authorization": f"Bearer {token}"},
         )
         assert answer.status_code == 200 and len(answer.json()["results"]) == 2
-        assert (
-            httpx.get(f"{url}/healthz", headers={"Host": "attacker.example"}, timeout=10).status_code == 400
-        )
+        assert httpx.get(f"{url}/healthz", headers={"Host": "attacker.example"}, timeout=10).status_code == 400
     records = [json.loads(r) for r in audit.read_text().splitlines()]
     assert [(r["query"], r["status"], r["token"]) for r in records] == [("a man", 200, fingerprint(token))]
     audit.unlink()

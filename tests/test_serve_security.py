@@ -13,14 +13,7 @@ from ssan.errors import SsanError
 from ssan.search.audit import AuditLog
 from ssan.search.security import _same_origin, split_host
 from ssan.search.throttle import FailureThrottle
-from ssan.search.tokens import (
-    TokenError,
-    TokenStore,
-    append_new_token,
-    fingerprint,
-    generate_token,
-    parse_token_file,
-)
+from ssan.search.tokens import TokenError, TokenStore, append_new_token, fingerprint, generate_token, parse_token_file
 
 A, B = "a" * 16 + "-1", "B" * 20
 
@@ -123,8 +116,7 @@ def test_split_host(value, parsed):
 
 
 @pytest.mark.parametrize(
-    "value",
-    ["", ":80", "a:0", "a:65536", "a:-1", "a:x", "a:", "[::1", "[::1]x", "[::1]:", "a@b", "a/b", "a b"],
+    "value", ["", ":80", "a:0", "a:65536", "a:-1", "a:x", "a:", "[::1", "[::1]x", "[::1]:", "a@b", "a/b", "a b"]
 )
 def test_split_host_refuses_malformed_values(value):
     with pytest.raises(ValueError):
@@ -214,11 +206,7 @@ def test_rotation_keeps_the_bound_and_loses_no_line_it_keeps(tmp_path):
     files = sorted(tmp_path.iterdir())
     assert [f.name for f in files] == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3"]
     assert all(f.stat().st_size <= 16 * 1024 for f in files)
-    kept = [
-        json.loads(line)
-        for name in (".3", ".2", ".1", "")
-        for line in (tmp_path / f"audit.jsonl{name}").open()
-    ]
+    kept = [json.loads(line) for name in (".3", ".2", ".1", "") for line in (tmp_path / f"audit.jsonl{name}").open()]
     assert len(kept) > 300  # 4 files of about 16 KiB, lines of 30 to 130 bytes
     for thread in range(4):  # a thread that finished early may have been rotated out entirely
         numbers = [r["number"] for r in kept if r["thread"] == thread]

@@ -157,9 +157,7 @@ def test_frame_route_returns_the_frame_with_its_box_as_jpeg(footage):
             assert np.abs(_box_edge_colour(response.content, entry["boxes"][0]) - BOX_COLOUR).max() < 60
             raw, _ = track_frame(entry)
             shown = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
-            assert (
-                np.abs(shown[:20, :20] - raw[:20, :20].astype(int)).mean() < 8
-            )  # the frame, away from the box
+            assert np.abs(shown[:20, :20] - raw[:20, :20].astype(int)).mean() < 8  # the frame, away from the box
         for image_id in (10_000, "x1"):
             assert alice.get(f"/api/frames/{image_id}").status_code == 404
 
@@ -200,9 +198,7 @@ def test_the_new_routes_need_a_token_and_a_local_host(footage):
             assert httpx.get(url + path, timeout=20).status_code == 401
             with client(url, token=generate_token()) as stranger:
                 refused = stranger.get(path, headers={"Range": "bytes=0-9"})
-                assert refused.status_code == 401 and refused.json() == {
-                    "detail": "the token was not accepted"
-                }
+                assert refused.status_code == 401 and refused.json() == {"detail": "the token was not accepted"}
             with client(url) as alice:
                 assert alice.get(path, headers={"Host": "attacker.example"}).status_code == 400
 

@@ -34,9 +34,7 @@ A = Person(
     backpack="green",
 )
 B = replace(A, backpack=None)  # A without the backpack
-C = replace(
-    A, upper_type="coat", sleeves="long", upper_colour="green", lower_type="trousers", lower_colour="black"
-)
+C = replace(A, upper_type="coat", sleeves="long", upper_colour="green", lower_type="trousers", lower_colour="black")
 D = A.swapped()  # blue shirt, red jeans: A's colour-swapped twin
 MAIN = {"upper_type": "shirt", "upper_colour": "red", "lower_type": "jeans", "lower_colour": "blue"}
 
@@ -62,13 +60,7 @@ def _toy():
             "a2.png",
             1,
             A,
-            [
-                {
-                    "text": "red shirt, green backpack.",
-                    "facts": {**MAIN, "backpack": "green"},
-                    "upper_np": "forced",
-                }
-            ],
+            [{"text": "red shirt, green backpack.", "facts": {**MAIN, "backpack": "green"}, "upper_np": "forced"}],
         ),
         (
             "b1.png",
@@ -98,9 +90,7 @@ def _toy():
     truth = {
         "generator": "ssan-synth",
         "version": 1,
-        "identities": [
-            {"id": i, "split": "test", "twin": None, "attributes": asdict(p)} for i, p in people.items()
-        ],
+        "identities": [{"id": i, "split": "test", "twin": None, "attributes": asdict(p)} for i, p in people.items()],
         "images": [{"image": path, "id": i, "captions": caps} for path, i, _, caps in images],
     }
     records = [
@@ -122,9 +112,7 @@ def test_toy_ceiling_is_known(tmp_path):
     # facts: A's captions rank A first; B's caption ties with A1, A2 before it (rank 3); D and C unique
     facts = caption_ceiling(tmp_path, records)
     assert facts["R1"] == pytest.approx(80.0) and facts["R5"] == 100.0
-    assert facts["mAP"] == pytest.approx(100 * (4 + 1 / 3) / 5) and facts["mINP"] == pytest.approx(
-        facts["mAP"]
-    )
+    assert facts["mAP"] == pytest.approx(100 * (4 + 1 / 3) / 5) and facts["mINP"] == pytest.approx(facts["mAP"])
     # likelihood: a caption without a backpack favours B (no backpack) over A (backpack unsaid: 0.15)
     likely = caption_ceiling(tmp_path / TRUTH, records, rule="likelihood")
     assert likely["R1"] == pytest.approx(80.0)
@@ -181,12 +169,8 @@ def test_annotation_bytes_unchanged_and_truth_listed(tmp_path, fmt):
     assert json.loads((tmp_path / fmt / MANIFEST).read_text())["truth"] == TRUTH
     truth = load_truth(tmp_path / fmt)
     raw = json.loads(annotation)
-    assert [image["image"] for image in truth["images"]] == [
-        r.get("file_path", r.get("img_path")) for r in raw
-    ]
-    assert [[c["text"] for c in image["captions"]] for image in truth["images"]] == [
-        r["captions"] for r in raw
-    ]
+    assert [image["image"] for image in truth["images"]] == [r.get("file_path", r.get("img_path")) for r in raw]
+    assert [[c["text"] for c in image["captions"]] for image in truth["images"]] == [r["captions"] for r in raw]
 
 
 def _has(text: str, words) -> bool:
@@ -203,15 +187,7 @@ def test_truth_facts_agree_with_the_words(tmp_path):
         for entry in image["captions"]:
             text, facts = entry["text"].lower(), entry["facts"]
             assert all(people[image["id"]][field] == value for field, value in facts.items())
-            for field in (
-                "upper_colour",
-                "lower_colour",
-                "shoes",
-                "hair_colour",
-                "backpack",
-                "hat",
-                "stripe_colour",
-            ):
+            for field in ("upper_colour", "lower_colour", "shoes", "hair_colour", "backpack", "hat", "stripe_colour"):
                 if field in facts:
                     assert _has(text, COLOUR_WORDS.get(facts[field], (facts[field],))), (field, text)
             assert _has(text, ["hair"]) == ("hair_colour" in facts), text
@@ -236,6 +212,4 @@ def test_ceiling_of_a_tiny_set_is_the_metric_of_the_oracle_scores(tmp_path):
             assert figures == rank_metrics(oracle_similarity(gallery, queries, rule), query_ids, gallery_ids)
             assert all(0.0 <= figures[key] <= 100.0 for key in ("R1", "R5", "R10", "mAP", "mINP"))
             assert figures["R1"] <= figures["R5"] <= figures["R10"]
-    assert caption_ceiling(tmp_path / "s", prepared.records("test")) == caption_ceiling(
-        tmp_path / "s", prepared
-    )
+    assert caption_ceiling(tmp_path / "s", prepared.records("test")) == caption_ceiling(tmp_path / "s", prepared)

@@ -37,10 +37,7 @@ def footage_checkpoint(tmp_path_factory):
     """A small SSAN trained on 200 synthetic identities for 6 epochs (about 30 s): it can tell walkers apart."""
     root = tmp_path_factory.mktemp("footage-model")
     assert run_cli("synth", root / "synth", "--ids", 200, "--size", "64x32", "--seed", 5)[0] == 0
-    assert (
-        run_cli("prepare", "--dataset", "cuhk-pedes", "--root", root / "synth", "--out", root / "prep")[0]
-        == 0
-    )
+    assert run_cli("prepare", "--dataset", "cuhk-pedes", "--root", root / "synth", "--out", root / "prep")[0] == 0
     settings = [
         "data.batch_size=32",
         "data.num_workers=0",
@@ -135,11 +132,7 @@ def test_index_from_ground_truth_times_and_boxes_match_it(scene, checkpoint, tmp
         assert entry["start"] == pytest.approx((min(seen) - 1) / FPS) and entry["end"] == pytest.approx(
             (max(seen) - 1) / FPS
         )
-        assert (entry["first_frame"], entry["last_frame"], entry["boxes_seen"]) == (
-            min(seen),
-            max(seen),
-            len(seen),
-        )
+        assert (entry["first_frame"], entry["last_frame"], entry["boxes_seen"]) == (min(seen), max(seen), len(seen))
         assert len(entry["frames"]) == len(entry["boxes"]) == 4
         for frame, box, time in zip(entry["frames"], entry["boxes"], entry["times"]):
             assert tuple(box) == seen[frame] and time == pytest.approx((frame - 1) / FPS)
@@ -154,17 +147,7 @@ def test_a_persons_caption_finds_its_own_track_first(footage_checkpoint, tmp_pat
         out = tmp_path / f"scene{seed}"
         assert (
             run_cli(
-                "synth-video",
-                out,
-                "--seconds",
-                6,
-                "--people",
-                5,
-                "--size",
-                "144x256",
-                "--seed",
-                seed,
-                "--no-progress",
+                "synth-video", out, "--seconds", 6, "--people", 5, "--size", "144x256", "--seed", seed, "--no-progress"
             )[0]
             == 0
         )
@@ -189,18 +172,13 @@ def test_a_persons_caption_finds_its_own_track_first(footage_checkpoint, tmp_pat
                 ranks.append(owners.index(int(track)) + 1 if int(track) in owners else 6)
                 hits.append(owners[0] == int(track))
     # 5 walkers: a model that cannot tell them apart ranks the right one first 20% of the time
-    assert np.mean(hits) >= 0.45, (
-        f"own track first for {np.mean(hits):.0%} of {len(hits)} captions, ranks {ranks}"
-    )
+    assert np.mean(hits) >= 0.45, f"own track first for {np.mean(hits):.0%} of {len(hits)} captions, ranks {ranks}"
 
 
 def _owner(result: dict, truth: dict) -> int:
     """The walker whose ground-truth boxes the track's kept boxes are (ByteTrack ids are its own)."""
     votes = [
-        t
-        for f, b in zip(result["frames"], result["boxes"])
-        for t, seen in truth.items()
-        if seen.get(f) == tuple(b)
+        t for f, b in zip(result["frames"], result["boxes"]) for t, seen in truth.items() if seen.get(f) == tuple(b)
     ]
     return max(set(votes), key=votes.count) if votes else -1
 
@@ -216,9 +194,7 @@ def test_sampling_rate_keeps_every_other_frame(scene, checkpoint, tmp_path):
         progress=False,
     )
     assert index.meta["sources"][0]["frames"] == 30
-    assert (
-        all(f % 2 == 1 for e in index.entries for f in e["frames"]) and index.entries[0]["camera"] == "cam3"
-    )
+    assert all(f % 2 == 1 for e in index.entries for f in e["frames"]) and index.entries[0]["camera"] == "cam3"
 
 
 def test_bytetrack_follows_mot_boxes_without_ids(scene, checkpoint, tmp_path):
@@ -241,10 +217,7 @@ def test_bytetrack_follows_mot_boxes_without_ids(scene, checkpoint, tmp_path):
     covered = set()
     for entry in index.entries:  # each track follows one walker: its boxes are that walker's boxes
         owners = [
-            t
-            for f, b in zip(entry["frames"], entry["boxes"])
-            for t, seen in truth.items()
-            if seen.get(f) == tuple(b)
+            t for f, b in zip(entry["frames"], entry["boxes"]) for t, seen in truth.items() if seen.get(f) == tuple(b)
         ]
         assert len(owners) == len(entry["frames"]) and len(set(owners)) == 1
         covered.add(owners[0])
@@ -280,12 +253,7 @@ def test_add_encodes_only_new_sources(scene, checkpoint, tmp_path, monkeypatch):
         (videos / f"{name}.txt").write_text((scene / "gt" / "gt.txt").read_text())
     options = IngestOptions(fps=FPS, keep_ids=True)
     first = build_track_index(
-        tmp_path / "idx",
-        checkpoint,
-        [videos / "cam1.mp4"],
-        detections=videos,
-        options=options,
-        progress=False,
+        tmp_path / "idx", checkpoint, [videos / "cam1.mp4"], detections=videos, options=options, progress=False
     )
     ingested = []
     original = track_index.SourceIngest
@@ -322,17 +290,11 @@ def test_search_prints_track_lines_json_fields_and_a_sheet(scene, checkpoint, tm
     code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man in a red jacket", "-k", "3")
     assert code == 0, err
     lines = out.splitlines()
-    header = next(
-        i for i, line in enumerate(lines) if line.split()[:4] == ["rank", "score", "camera", "time"]
-    )
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["rank", "score", "camera", "time"])
     rows = [line.split() for line in lines[header + 1 : header + 4]]
-    assert [r[0] for r in rows] == ["1", "2", "3"] and all(
-        r[2] == "cam3" and r[5] == "video.mp4" for r in rows
-    )
+    assert [r[0] for r in rows] == ["1", "2", "3"] and all(r[2] == "cam3" and r[5] == "video.mp4" for r in rows)
     assert all(r[3].count(":") == 4 and "-" in r[3] for r in rows)
-    code, out, err = run_cli(
-        "search", "--index", tmp_path / "idx", "a man in a red jacket", "-k", "2", "--json"
-    )
+    code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man in a red jacket", "-k", "2", "--json")
     result = json.loads(out)["results"][0]
     assert {"track", "camera", "start", "end", "frames", "boxes", "score"} <= set(result)
     sheet = tmp_path / "sheet.png"
@@ -403,17 +365,14 @@ def test_mot_reader_names_malformed_lines_and_clips_boxes(tmp_path, caplog):
     from ssan.video.mot import fit_to_frame
 
     bad = tmp_path / "bad.txt"
-    bad.write_text(
-        "1,1,10,10,20,40,1\n# a comment\n\n2,1,10,10\n3,x,1,1,5,5,1\n0,1,1,1,5,5,1\n4,1,1,1,-5,5,1\n"
-    )
+    bad.write_text("1,1,10,10,20,40,1\n# a comment\n\n2,1,10,10\n3,x,1,1,5,5,1\n0,1,1,1,5,5,1\n4,1,1,1,-5,5,1\n")
     with pytest.raises(DetectionsError) as info:
         read_mot(bad)
     message = str(info.value)
     assert "4 malformed" in message and "line 4" in message and "line 5" in message and "line 6" in message
     good = tmp_path / "good.txt"
     good.write_text(
-        "1,1,-10,5,30,40,1\n1,2,500,5,30,40,1\n2,3,10,10,20,40,1,3,1\n2,4,10,10,20,40,0,1,1\n"
-        "2,5,10,10,20,40,1,1,0.25\n"
+        "1,1,-10,5,30,40,1\n1,2,500,5,30,40,1\n2,3,10,10,20,40,1,3,1\n2,4,10,10,20,40,0,1,1\n2,5,10,10,20,40,1,1,0.25\n"
     )
     mot = read_mot(good)
     assert mot.has_ids and len(mot) == 3 and mot.dropped == 2  # a car (class 3) and an "ignore" line

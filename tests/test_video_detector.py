@@ -62,9 +62,7 @@ def empty_hub(tmp_path):
 
 
 def test_registry_lists_the_torchvision_person_detectors():
-    assert {SSD, "fasterrcnn_resnet50_fpn_v2", "fcos_resnet50_fpn", "retinanet_resnet50_fpn_v2"} <= set(
-        DETECTORS
-    )
+    assert {SSD, "fasterrcnn_resnet50_fpn_v2", "fcos_resnet50_fpn", "retinanet_resnet50_fpn_v2"} <= set(DETECTORS)
     with pytest.raises(Exception, match="unknown detector 'yolo'; valid: .*ssdlite320"):
         build_detector("yolo")
 
@@ -100,9 +98,7 @@ def test_weights_are_read_from_the_cache_and_checked(empty_hub, random_ssd_weigh
     assert all(torch.equal(v, reference[k]) for k, v in detector.model.state_dict().items())
     renamed = {("other." + k if i % 7 == 0 else k): v for i, (k, v) in enumerate(reference.items())}
     torch.save(renamed, tmp_path / "other.pth")
-    with pytest.raises(
-        DetectorWeightsError, match="do not fit detector ssdlite320.*missing .*unexpected other"
-    ):
+    with pytest.raises(DetectorWeightsError, match="do not fit detector ssdlite320.*missing .*unexpected other"):
         build_detector(SSD, tmp_path / "other.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(DetectorWeightsError, match="cannot read weights"):
@@ -111,10 +107,7 @@ def test_weights_are_read_from_the_cache_and_checked(empty_hub, random_ssd_weigh
 
 def test_detector_boxes_are_people_above_the_score_inside_the_frame(random_ssd_weights):
     detector = build_detector(SSD, random_ssd_weights, min_score=0.5)
-    frames = [
-        np.full((144, 256, 3), 90, np.uint8),
-        np.random.default_rng(0).integers(0, 255, (144, 256, 3), np.uint8),
-    ]
+    frames = [np.full((144, 256, 3), 90, np.uint8), np.random.default_rng(0).integers(0, 255, (144, 256, 3), np.uint8)]
     results = detector(frames)
     assert len(results) == 2
     for boxes, scores in results:

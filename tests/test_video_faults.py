@@ -82,13 +82,7 @@ def damaged(scene, tmp_path_factory):
 )
 def test_unreadable_video_alone_is_a_one_line_error(damaged, scene, checkpoint, tmp_path, name, reason):
     code, out, err = index_cli(
-        checkpoint,
-        tmp_path / "idx",
-        "--video",
-        damaged / name,
-        "--detections",
-        scene / "gt" / "gt.txt",
-        "--keep-ids",
+        checkpoint, tmp_path / "idx", "--video", damaged / name, "--detections", scene / "gt" / "gt.txt", "--keep-ids"
     )
     one_line_error(code, err)
     assert reason in err and "no track to index" in err
@@ -102,9 +96,7 @@ def test_unreadable_videos_are_skipped_and_the_rest_indexed(damaged, scene, chec
     (videos / "good.mp4").write_bytes((scene / "video.mp4").read_bytes())
     for stem in ("garbage", "codec", "empty", "good"):
         (videos / f"{stem}.txt").write_text((scene / "gt" / "gt.txt").read_text())
-    code, out, err = index_cli(
-        checkpoint, tmp_path / "idx", "--video", videos, "--detections", videos, "--keep-ids"
-    )
+    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", videos, "--detections", videos, "--keep-ids")
     assert code == 0 and "Traceback" not in err, err
     assert "4 tracks from 1 source" in out and "skipped 3 source(s)" in out
     for name in ("garbage.mp4", "codec.avi", "empty.mp4"):
@@ -137,9 +129,7 @@ def test_damaged_packets_are_skipped_with_a_warning(damaged, caplog):
 def test_malformed_mot_file_is_refused_naming_its_lines(scene, checkpoint, tmp_path):
     det = tmp_path / "det.txt"
     det.write_text("1,1,10,10,20,40,1\n2,1,ten,10,20,40,1\n3,1,10,10\n")
-    code, out, err = index_cli(
-        checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det
-    )
+    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det)
     one_line_error(code, err)
     assert "line 2: not all values are numbers" in err and "line 3: expected at least 6" in err
 
@@ -166,9 +156,7 @@ def test_boxes_outside_the_frame_are_clipped_or_dropped(scene, checkpoint, tmp_p
 def test_zero_detections_is_a_clear_error(scene, checkpoint, tmp_path, content):
     det = tmp_path / "det.txt"
     det.write_text(content)
-    code, out, err = index_cli(
-        checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det
-    )
+    code, out, err = index_cli(checkpoint, tmp_path / "idx", "--video", scene / "video.mp4", "--detections", det)
     one_line_error(code, err)
     assert "no track to index" in err
     assert ("none of its frame numbers" in err) == content.startswith("500")

@@ -34,8 +34,14 @@ def test_retrieval_sheet_frames_matches_green_and_misses_red(tmp_path):
     image_file = tmp_path / "person.png"
     _person((40, 40, 200)).save(image_file)
     queries = [
-        {"caption": "a man in a blue shirt and black trousers carrying a very long description " * 3,
-         "results": [(image_file, True, 2.5), (_person((200, 200, 200)), False, 1.9), (_person((9, 9, 9)), None, 1.2)]},
+        {
+            "caption": "a man in a blue shirt and black trousers carrying a very long description " * 3,
+            "results": [
+                (image_file, True, 2.5),
+                (_person((200, 200, 200)), False, 1.9),
+                (_person((9, 9, 9)), None, 1.2),
+            ],
+        },
         {"caption": "a woman", "results": [(_person((250, 250, 0)), False, 0.7)]},
     ]
     out = retrieval_sheet(queries, tmp_path / "sheets" / "sheet.png", top_k=10)

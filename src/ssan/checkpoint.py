@@ -200,8 +200,11 @@ def _shape_mismatch(expected: dict, weights: dict, limit: int = 3) -> str:
     """Missing / unexpected keys and shape differences, described in a few words ('' if none)."""
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
-    shapes = [f"{k} {tuple(weights[k].shape)} in the file vs {tuple(v.shape)} for the architecture"
-              for k, v in expected.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} in the file vs {tuple(v.shape)} for the architecture"
+        for k, v in expected.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    ]
     parts = []
     if missing:
         parts.append(f"missing keys {', '.join(missing[:limit])}{' ...' if len(missing) > limit else ''}")
@@ -231,7 +234,9 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
     return model, Vocabulary(list(state["vocab"])), inference_state(state)
 
 
-def check_compatible(state: dict, *, vocab: Optional[list] = None, arch: Optional[dict] = None, source: str = "") -> None:
+def check_compatible(
+    state: dict, *, vocab: Optional[list] = None, arch: Optional[dict] = None, source: str = ""
+) -> None:
     """Refuse a checkpoint whose vocabulary or architecture differs from what is expected."""
     where = f"checkpoint {source}" if source else "checkpoint"
     if vocab is not None and list(state["vocab"]) != list(vocab):

@@ -240,7 +240,9 @@ def resolve_preset(preset: Union[str, Path]) -> Path:
     candidate = PRESET_DIR / f"{preset}.yaml"
     if candidate.exists():
         return candidate
-    raise ConfigError(f"unknown preset {str(preset)!r}; valid names: {', '.join(list_presets())} (or a path to a YAML file)")
+    raise ConfigError(
+        f"unknown preset {str(preset)!r}; valid names: {', '.join(list_presets())} (or a path to a YAML file)"
+    )
 
 
 def list_presets() -> list:

@@ -60,12 +60,20 @@ def run_demo(
     synth_dir, prepared_dir, run_dir = out / "synth", out / "prepared", out / "run"
     annotation = dataset_format(DEMO_FORMAT).files[0]
     if (synth_dir / annotation).exists():
-        _check_existing_set(synth_dir, {"format": DEMO_FORMAT, "seed": seed, "ids": ids,
-                                        "images_per_id": images_per_id, "size": list(DEMO_SIZE)})
+        _check_existing_set(
+            synth_dir,
+            {"format": DEMO_FORMAT, "seed": seed, "ids": ids, "images_per_id": images_per_id, "size": list(DEMO_SIZE)},
+        )
     else:
         log.info("generating the synthetic set: %d identities x %d images", ids, images_per_id)
-        generate_synthetic(synth_dir, ids=ids, images_per_id=images_per_id, size=DEMO_SIZE, seed=seed,
-                           workers=min(2, os.cpu_count() or 1))
+        generate_synthetic(
+            synth_dir,
+            ids=ids,
+            images_per_id=images_per_id,
+            size=DEMO_SIZE,
+            seed=seed,
+            workers=min(2, os.cpu_count() or 1),
+        )
     timings["generate_s"] = time.perf_counter() - started
     if not (prepared_dir / "summary.json").exists():
         log.info("preparing it")
@@ -119,12 +127,16 @@ def _check_existing_set(synth_dir: Path, wanted: dict) -> None:
 
     made = read_json(synth_dir / MANIFEST) if (synth_dir / MANIFEST).is_file() else None
     if not isinstance(made, dict):
-        raise DataError(f"{synth_dir} holds an annotation file but no {MANIFEST}: it is not a set "
-                        "the demo made; use another --output or remove that folder")
+        raise DataError(
+            f"{synth_dir} holds an annotation file but no {MANIFEST}: it is not a set "
+            "the demo made; use another --output or remove that folder"
+        )
     for key, value in wanted.items():
         if made.get(key) != value:
-            raise DataError(f"{synth_dir} was generated with {key}={made.get(key)!r}, not {value!r}: "
-                            "use another --output or remove that folder")
+            raise DataError(
+                f"{synth_dir} was generated with {key}={made.get(key)!r}, not {value!r}: "
+                "use another --output or remove that folder"
+            )
 
 
 def demo_metrics(test: dict) -> dict:

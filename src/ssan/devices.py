@@ -38,6 +38,8 @@ def resolve_device(requested: Device = None, local_rank: Optional[int] = None) -
     if local_rank is None:
         return device
     if device.index is not None and device.index != local_rank:
-        raise SsanError(f"--device {requested} under torchrun: each process uses the GPU of its local rank "
-                        f"(cuda:{local_rank} here); pass --device cuda and choose GPUs with CUDA_VISIBLE_DEVICES")
+        raise SsanError(
+            f"--device {requested} under torchrun: each process uses the GPU of its local rank "
+            f"(cuda:{local_rank} here); pass --device cuda and choose GPUs with CUDA_VISIBLE_DEVICES"
+        )
     return torch.device("cuda", local_rank)

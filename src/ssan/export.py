@@ -38,15 +38,7 @@ from ssan._extras import available
 from ssan.errors import SsanError
 from ssan.models import LEAKY_SLOPE, global_text_max
 from ssan.models.layers import stripe_windows
-from ssan.search.onnx_backend import (
-    FORMAT,
-    IMAGE_FILE,
-    META_FILE,
-    TEXT_FILE,
-    VERSION,
-    OnnxEncoders,
-    read_export_meta,
-)
+from ssan.search.onnx_backend import FORMAT, IMAGE_FILE, META_FILE, TEXT_FILE, VERSION, OnnxEncoders, read_export_meta
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +141,16 @@ class ExportImageEncoder(nn.Module):
 def _onnx_export(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+        )
 
 
 def _sample_text(vocab_size: int, lengths: list, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -174,12 +174,18 @@ def _export_graphs(model, out_dir: Path, height: int, width: int, max_length: in
     _onnx_export(ExportImageEncoder(model).eval(), (images,), out_dir / IMAGE_FILE, ["images"], image_out, axes, opset)
     length = min(max_length, 6)
     tokens, lengths = _sample_text(model.arch["vocab_size"], [length, max(1, length - 2)], seed=0)
-    axes = {"tokens": {0: "batch", 1: "length"}, "lengths": {0: "batch"},
-            **{name: {0: "batch"} for name in text_out}}
+    axes = {"tokens": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, **{name: {0: "batch"} for name in text_out}}
     if "attention" in axes:
         axes["attention"] = {0: "batch", 1: "length"}
-    _onnx_export(ExportTextEncoder(model).eval(), (tokens, lengths), out_dir / TEXT_FILE, ["tokens", "lengths"],
-                 text_out, axes, opset)
+    _onnx_export(
+        ExportTextEncoder(model).eval(),
+        (tokens, lengths),
+        out_dir / TEXT_FILE,
+        ["tokens", "lengths"],
+        text_out,
+        axes,
+        opset,
+    )
 
 
 def verify_parity(model, encoders, height: int, width: int, max_length: int, seed: int = 1) -> Tuple[dict, dict]:
@@ -238,8 +244,9 @@ def _may_replace_export(path: Path) -> bool:
     try:
         read_export_meta(path)
     except SsanError:
-        raise SsanError(f"{path} is not empty and holds no ONNX export; refusing to replace it "
-                        "(choose another --out)") from None
+        raise SsanError(
+            f"{path} is not empty and holds no ONNX export; refusing to replace it (choose another --out)"
+        ) from None
     return True
 
 
@@ -251,12 +258,18 @@ def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, op
     height, width, max_length = data_settings(state)
     _export_graphs(model, out_dir, height, width, max_length, opset)
     meta = {
-        "format": FORMAT, "version": VERSION, "fingerprint": checkpoint_fingerprint(state),
-        "checkpoint": str(checkpoint), "arch": dict(model.arch), "vocab": vocab.to_list(),
+        "format": FORMAT,
+        "version": VERSION,
+        "fingerprint": checkpoint_fingerprint(state),
+        "checkpoint": str(checkpoint),
+        "arch": dict(model.arch),
+        "vocab": vocab.to_list(),
         "input": {"height": height, "width": width, "mean": [0.5] * 3, "std": [0.5] * 3},
-        "max_length": max_length, "opset": opset,
+        "max_length": max_length,
+        "opset": opset,
         "outputs": {"image": _output_names(model.parts, False), "text": _output_names(model.parts, True)},
-        "parity": None, "parity_scale": None,
+        "parity": None,
+        "parity_scale": None,
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     if verify:

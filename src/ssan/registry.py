@@ -86,4 +86,3 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.family!r}: {', '.join(self.names())})"
-

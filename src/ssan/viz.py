@@ -261,8 +261,11 @@ def track_sheet(query: str, hits: Sequence[Mapping[str, Any]], out_path: Union[s
     for row, hit in enumerate(hits):
         crop_ax, frame_ax = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])
         for ax, item in ((crop_ax, hit.get("crop")), (frame_ax, hit.get("frame"))):
-            picture = None if item is None else (Image.fromarray(item) if isinstance(item, np.ndarray)
-                                                 else _load_picture(item))
+            picture = (
+                None
+                if item is None
+                else (Image.fromarray(item) if isinstance(item, np.ndarray) else _load_picture(item))
+            )
             if picture is None:
                 ax.text(0.5, 0.5, "unavailable", ha="center", va="center", fontsize=8)
             else:

@@ -6,6 +6,7 @@ import argparse
 
 HELP = "export the encoders to ONNX (verified against PyTorch with onnxruntime)"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint")
     parser.add_argument("--out", required=True, help="folder for image.onnx, text.onnx and meta.json")

@@ -14,30 +14,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of images, searched recursively (jpg, png, bmp, gif, webp)")
     source.add_argument("--data", help="output folder of `ssan prepare` (keeps the identities)")
-    source.add_argument("--video", nargs="+", metavar="PATH",
-                        help="footage: video files, folders of them, folders of frames named in order; "
-                             "each person's track becomes one entry")
+    source.add_argument(
+        "--video",
+        nargs="+",
+        metavar="PATH",
+        help="footage: video files, folders of them, folders of frames named in order; "
+        "each person's track becomes one entry",
+    )
     parser.add_argument("--split", default="test", help="split of --data to index (default: test)")
     parser.add_argument("--out", required=True, help="index folder to write")
     parser.add_argument("--add", action="store_true", help="add new images to the index in --out (same checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace an index already in --out")
-    parser.add_argument("--kind", choices=("flat", "ivfpq", "hnsw"), default=None,
-                        help="flat: exact (default); ivfpq: compressed; hnsw: graph (recall@10 is reported)")
+    parser.add_argument(
+        "--kind",
+        choices=("flat", "ivfpq", "hnsw"),
+        default=None,
+        help="flat: exact (default); ivfpq: compressed; hnsw: graph (recall@10 is reported)",
+    )
     parser.add_argument("--nlist", type=int, default=0, help="IVF-PQ clusters (0: about 4*sqrt(N))")
-    parser.add_argument("--m", type=int, default=0, help="IVF-PQ sub-quantisers (0: largest divisor of the width <= 64)")
+    parser.add_argument(
+        "--m", type=int, default=0, help="IVF-PQ sub-quantisers (0: largest divisor of the width <= 64)"
+    )
     parser.add_argument("--nbits", type=int, default=8, help="IVF-PQ bits per code")
     parser.add_argument("--nprobe", type=int, default=32, help="IVF-PQ clusters visited per query")
     parser.add_argument("--refine", type=int, default=4, help="IVF-PQ: re-score refine*k candidates exactly (0: off)")
     parser.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=32, help="HNSW neighbours per node")
     parser.add_argument("--ef-search", dest="ef_search", type=int, default=128, help="HNSW search breadth")
     parser.add_argument("--ef-construction", dest="ef_construction", type=int, default=200, help="HNSW build breadth")
-    parser.add_argument("--recall-queries", type=int, default=500, help="query sample for recall@10 (approximate kinds)")
+    parser.add_argument(
+        "--recall-queries", type=int, default=500, help="query sample for recall@10 (approximate kinds)"
+    )
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run the encoders on")
     parser.add_argument("--onnx", help="folder of `ssan export` (onnx backend; default: OUT/onnx)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoding batch")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="image loading processes (default: the cores but one, at most 8)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="image loading processes (default: the cores but one, at most 8)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_video_arguments(parser.add_argument_group("footage (with --video)"))
 
@@ -47,22 +60,36 @@ def _add_video_arguments(group) -> None:
     from ssan.video.ingest import IngestOptions
 
     defaults = IngestOptions()
-    group.add_argument("--detections", help="person boxes in MOTChallenge format (frame,id,x,y,w,h,conf,...): "
-                                            "a file for one source, or a folder of <video stem>.txt")
+    group.add_argument(
+        "--detections",
+        help="person boxes in MOTChallenge format (frame,id,x,y,w,h,conf,...): "
+        "a file for one source, or a folder of <video stem>.txt",
+    )
     group.add_argument("--detector", choices=DETECTORS.names(), help="find the people with this detector instead")
-    group.add_argument("--detector-weights", help="local weights file of the detector "
-                                                  "(default: torchvision's cache; never downloaded)")
-    group.add_argument("--min-score", type=float, default=None,
-                       help=f"boxes scoring this much start tracks, half as much extend them "
-                            f"(default: detector {DEFAULT_MIN_SCORE}, MOT file: every box)")
-    group.add_argument("--fps", type=float, default=defaults.fps, help=f"frames sampled per second (default "
-                                                                       f"{defaults.fps:g})")
+    group.add_argument(
+        "--detector-weights", help="local weights file of the detector (default: torchvision's cache; never downloaded)"
+    )
+    group.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help=f"boxes scoring this much start tracks, half as much extend them "
+        f"(default: detector {DEFAULT_MIN_SCORE}, MOT file: every box)",
+    )
+    group.add_argument(
+        "--fps", type=float, default=defaults.fps, help=f"frames sampled per second (default {defaults.fps:g})"
+    )
     group.add_argument("--camera", help="camera name of these sources (default: each file's stem)")
     group.add_argument("--keep-ids", action="store_true", help="use the MOT file's ids as tracks (no tracking)")
-    group.add_argument("--crops-per-track", type=int, default=defaults.keep,
-                       help=f"best crops kept and encoded per track (default {defaults.keep})")
-    group.add_argument("--frame-rate", type=float, default=None,
-                       help="frame rate of folders of frames without a seqinfo.ini")
+    group.add_argument(
+        "--crops-per-track",
+        type=int,
+        default=defaults.keep,
+        help=f"best crops kept and encoded per track (default {defaults.keep})",
+    )
+    group.add_argument(
+        "--frame-rate", type=float, default=None, help="frame rate of folders of frames without a seqinfo.ini"
+    )
 
 
 def default_device(device) -> str:
@@ -97,8 +124,11 @@ def _check_video_options(args) -> None:
     from ssan.errors import SsanError
 
     if args.video is None:
-        given = [f"--{n.replace('_', '-')}" for n in ("detections", "detector", "detector_weights", "camera",
-                                                        "min_score", "frame_rate") if getattr(args, n) is not None]
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in ("detections", "detector", "detector_weights", "camera", "min_score", "frame_rate")
+            if getattr(args, n) is not None
+        ]
         if args.keep_ids:
             given.append("--keep-ids")
         if given:
@@ -113,18 +143,38 @@ def _check_video_options(args) -> None:
 def _run_video(args, spec, onnx_dir) -> int:
     from ssan.video import IngestOptions, build_track_index
 
-    options = IngestOptions(fps=args.fps, keep=args.crops_per_track, min_score=args.min_score,
-                            keep_ids=args.keep_ids, frame_rate=args.frame_rate)
+    options = IngestOptions(
+        fps=args.fps,
+        keep=args.crops_per_track,
+        min_score=args.min_score,
+        keep_ids=args.keep_ids,
+        frame_rate=args.frame_rate,
+    )
     index = build_track_index(
-        args.out, args.checkpoint, args.video, detections=args.detections, detector=args.detector,
-        detector_weights=args.detector_weights, camera=args.camera, options=options, spec=spec, add=args.add,
-        overwrite=args.overwrite, backend=args.backend, onnx_dir=onnx_dir, device=default_device(args.device),
-        batch_size=args.batch_size, recall_queries=args.recall_queries, progress=not args.no_progress,
+        args.out,
+        args.checkpoint,
+        args.video,
+        detections=args.detections,
+        detector=args.detector,
+        detector_weights=args.detector_weights,
+        camera=args.camera,
+        options=options,
+        spec=spec,
+        add=args.add,
+        overwrite=args.overwrite,
+        backend=args.backend,
+        onnx_dir=onnx_dir,
+        device=default_device(args.device),
+        batch_size=args.batch_size,
+        recall_queries=args.recall_queries,
+        progress=not args.no_progress,
     )
     meta = index.meta
     sources = meta["sources"]
-    print(f"index: {args.out} ({len(index)} tracks from {len(sources)} source(s), {index.kind}, "
-          f"vector width {index.layout['dim']})")
+    print(
+        f"index: {args.out} ({len(index)} tracks from {len(sources)} source(s), {index.kind}, "
+        f"vector width {index.layout['dim']})"
+    )
     for source in sources[-20:]:
         print(f"  {source['camera']:<16} {source['tracks']:5d} tracks  {source['frames']:7d} frames  {source['path']}")
     if meta["skipped"]:
@@ -148,10 +198,21 @@ def run(args: argparse.Namespace) -> int:
     distributed.init_distributed(args.device)  # the entry point joins torchrun's process group
     try:
         index = build_index(
-            args.out, args.checkpoint, images=args.images, data=args.data, split=args.split, spec=_spec(args),
-            add=args.add, overwrite=args.overwrite, backend=args.backend, onnx_dir=onnx_dir,
-            device=default_device(args.device), batch_size=args.batch_size, num_workers=_workers(args),
-            recall_queries=args.recall_queries, progress=not args.no_progress,
+            args.out,
+            args.checkpoint,
+            images=args.images,
+            data=args.data,
+            split=args.split,
+            spec=_spec(args),
+            add=args.add,
+            overwrite=args.overwrite,
+            backend=args.backend,
+            onnx_dir=onnx_dir,
+            device=default_device(args.device),
+            batch_size=args.batch_size,
+            num_workers=_workers(args),
+            recall_queries=args.recall_queries,
+            progress=not args.no_progress,
         )
     finally:
         distributed.cleanup()
@@ -162,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     if meta["skipped"]:
         print(f"skipped {len(meta['skipped'])} file(s): unreadable or refused (listed above)")
     if meta["index"]["recall@10"] is not None:
-        print(f"recall@10 vs exact: {meta['index']['recall@10']:.4f} "
-              f"(queries: {meta['index']['recall_queries']}, see --recall-queries)")
+        print(
+            f"recall@10 vs exact: {meta['index']['recall@10']:.4f} "
+            f"(queries: {meta['index']['recall_queries']}, see --recall-queries)"
+        )
     return 0

@@ -63,8 +63,10 @@ def track_lines(results: list) -> list:
     lines = [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<21}  {'track':>6}  source"]
     for r in results:
         span = f"{clock(r['start'])}-{clock(r['end'])}"
-        lines.append(f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<21}  {r['track']:>6}  "
-                     f"{Path(r['video']).name}")
+        lines.append(
+            f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<21}  {r['track']:>6}  "
+            f"{Path(r['video']).name}"
+        )
     return lines
 
 
@@ -80,8 +82,10 @@ def _track_sheet(answer: dict, out: str) -> None:
         except SsanError as exc:
             log.warning("sheet: no frame for track %s (%s)", r["track"], exc)
             frame, box = None, None
-        title = (f"{r['rank']}. {r['camera']}  {clock(r['start'])}-{clock(r['end'])}  track {r['track']}  "
-                 f"score {r['score']:.3f}  (frame {r['frames'][0]})")
+        title = (
+            f"{r['rank']}. {r['camera']}  {clock(r['start'])}-{clock(r['end'])}  track {r['track']}  "
+            f"score {r['score']:.3f}  (frame {r['frames'][0]})"
+        )
         hits.append({"crop": r["path"], "frame": frame, "box": box, "title": title})
     track_sheet(answer["query"], hits, out)
 
@@ -91,8 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ssan.search import Searcher
 
-    searcher = Searcher(args.index, backend=args.backend, device=args.device, checkpoint=args.checkpoint,
-                        onnx_dir=args.onnx, threads=args.threads)
+    searcher = Searcher(
+        args.index,
+        backend=args.backend,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        onnx_dir=args.onnx,
+        threads=args.threads,
+    )
     answer = searcher.search(args.query, k=args.k)
     print(json.dumps(answer, indent=1, ensure_ascii=False) if args.json else format_answer(answer))
     if args.sheet and answer["results"] and "track" in answer["results"][0]:

@@ -33,18 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_searcher_arguments(parser)
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="larger request bodies get 413")
     access = parser.add_argument_group("access")
-    access.add_argument("--token-file", help=f"accepted tokens, `NAME:TOKEN` or `TOKEN` per line "
-                                             f"(default: ${TOKEN_VARIABLE}, else a generated token)")
+    access.add_argument(
+        "--token-file",
+        help=f"accepted tokens, `NAME:TOKEN` or `TOKEN` per line (default: ${TOKEN_VARIABLE}, else a generated token)",
+    )
     access.add_argument("--new-token", metavar="NAME", help="add a new token for NAME to --token-file and exit")
     access.add_argument("--no-auth", action="store_true", help="serve without a token (loopback addresses only)")
-    access.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
-                        help="also accept this Host name (repeatable; localhost, 127.0.0.1, [::1] and --host are)")
-    access.add_argument("--forwarded-allow-ips", metavar="IPS",
-                        help="reverse proxies whose X-Forwarded-For/-Proto are trusted (comma-separated; default none)")
-    access.add_argument("--audit-log", help=f"audit log, one JSON line per search and image (default: INDEX/{AUDIT_FILE})")
+    access.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="also accept this Host name (repeatable; localhost, 127.0.0.1, [::1] and --host are)",
+    )
+    access.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="reverse proxies whose X-Forwarded-For/-Proto are trusted (comma-separated; default none)",
+    )
+    access.add_argument(
+        "--audit-log", help=f"audit log, one JSON line per search and image (default: INDEX/{AUDIT_FILE})"
+    )
     access.add_argument("--no-audit-log", action="store_true", help="keep no audit log")
-    access.add_argument("--audit-max-bytes", type=int, default=10_000_000,
-                        help="rotate the audit log at this size, keeping 3 old files (0: never; default 10 MB)")
+    access.add_argument(
+        "--audit-max-bytes",
+        type=int,
+        default=10_000_000,
+        help="rotate the audit log at this size, keeping 3 old files (0: never; default 10 MB)",
+    )
     access.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM); the cookie is then Secure")
     access.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
 
@@ -64,10 +80,14 @@ def _tokens(args: argparse.Namespace):
         if args.token_file:
             raise SsanError("--no-auth and --token-file contradict each other: choose one")
         if not _is_loopback(args.host):
-            raise SsanError(f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), "
-                            f"not --host {args.host}: anyone who can reach it could search the gallery")
-        log.warning("authentication is off (--no-auth): every program and user on this machine can search "
-                    "the gallery and download its images")
+            raise SsanError(
+                f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), "
+                f"not --host {args.host}: anyone who can reach it could search the gallery"
+            )
+        log.warning(
+            "authentication is off (--no-auth): every program and user on this machine can search "
+            "the gallery and download its images"
+        )
         return None, None
     if args.token_file:
         return TokenStore.from_file(args.token_file), None
@@ -89,8 +109,10 @@ def _allowed_hosts(args: argparse.Namespace) -> tuple:
             raise SsanError(f"--allow-host {name!r} is not a host name, NAME or NAME:PORT") from None
     if args.host in ("0.0.0.0", "::", ""):
         listening = [socket.gethostname(), socket.getfqdn()]
-        log.warning("listening on every address of this machine: clients must use one of %s or a name given "
-                    "with --allow-host", ", ".join(sorted({"localhost", *listening})))
+        log.warning(
+            "listening on every address of this machine: clients must use one of %s or a name given with --allow-host",
+            ", ".join(sorted({"localhost", *listening})),
+        )
     else:
         listening = [f"[{args.host}]" if ":" in args.host else args.host]
     return tuple(args.allow_host) + tuple(listening)
@@ -147,8 +169,12 @@ def _add_token(args: argparse.Namespace) -> int:
     if not args.token_file:
         raise SsanError("--new-token needs --token-file: the file the token is added to")
     token = append_new_token(args.token_file, args.new_token)
-    log.info("added a token for %s to %s (fingerprint %s); restart ssan serve to accept it",
-             args.new_token, args.token_file, fingerprint(token))
+    log.info(
+        "added a token for %s to %s (fingerprint %s); restart ssan serve to accept it",
+        args.new_token,
+        args.token_file,
+        fingerprint(token),
+    )
     print(token)
     return 0
 
@@ -170,20 +196,37 @@ def run(args: argparse.Namespace) -> int:
     tokens, generated = _tokens(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
     if not tls and not _is_loopback(args.host):
-        log.warning("plain HTTP on %s: tokens, queries and images cross the network unencrypted; use "
-                    "--ssl-certfile/--ssl-keyfile or a reverse proxy with TLS", args.host)
+        log.warning(
+            "plain HTTP on %s: tokens, queries and images cross the network unencrypted; use "
+            "--ssl-certfile/--ssl-keyfile or a reverse proxy with TLS",
+            args.host,
+        )
     sock = _bind(args.host, args.port)  # before the model loads: a port in use fails at once
     port = sock.getsockname()[1]
-    searcher = Searcher(args.index, backend=args.backend, device=args.device, checkpoint=args.checkpoint,
-                        onnx_dir=args.onnx, threads=args.threads)
+    searcher = Searcher(
+        args.index,
+        backend=args.backend,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        onnx_dir=args.onnx,
+        threads=args.threads,
+    )
     security = Security(tokens=tokens, allowed_hosts=allowed, audit=audit, cookie_name=f"ssan_session_{port}")
     app = create_app(searcher, security, max_body_bytes=args.max_body_bytes)
-    config = uvicorn.Config(app, log_level="warning", server_header=False, ssl_certfile=args.ssl_certfile,
-                            ssl_keyfile=args.ssl_keyfile, proxy_headers=bool(args.forwarded_allow_ips),
-                            forwarded_allow_ips=args.forwarded_allow_ips)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        server_header=False,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        proxy_headers=bool(args.forwarded_allow_ips),
+        forwarded_allow_ips=args.forwarded_allow_ips,
+    )
     source = "" if generated or tokens is None else f" (tokens from {tokens.source})"
     audited = f"; audit log {audit.path}" if audit is not None else "; no audit log"
-    print(f"serving {len(searcher.index)} images on {_address(args.host, port, tls, generated)}{source}{audited}",
-          flush=True)
+    print(
+        f"serving {len(searcher.index)} images on {_address(args.host, port, tls, generated)}{source}{audited}",
+        flush=True,
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -15,9 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="video length (default 30)")
     parser.add_argument("--people", type=int, default=12, help="pedestrians, each crossing once (default 12)")
     parser.add_argument("--fps", type=int, default=10, help="frames per second (default 10)")
-    parser.add_argument(
-        "--size", type=_size, default=(360, 640), metavar="HxW", help="frame size (default 360x640)"
-    )
+    parser.add_argument("--size", type=_size, default=(360, 640), metavar="HxW", help="frame size (default 360x640)")
     parser.add_argument("--captions", type=int, default=3, help="captions written per person (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--force", action="store_true", help="replace an existing synthetic video at OUT")

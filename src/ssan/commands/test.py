@@ -14,13 +14,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to evaluate (default: test; val where present)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--i2t", action="store_true", help="also report image -> text retrieval")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="encoding batch size (default: the checkpoint's data.eval_batch_size)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="image loading processes (default: the cores but one, at most 8)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="encoding batch size (default: the checkpoint's data.eval_batch_size)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="image loading processes (default: the cores but one, at most 8)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    parser.add_argument("--memory-budget-mb", type=float, default=512,
-                        help="largest similarity chunk held at once, in MiB (default: 512)")
+    parser.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=512,
+        help="largest similarity chunk held at once, in MiB (default: 512)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -37,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
     if workers < 0:
         raise SsanError(f"--workers must be 0 or more, got {workers}")
     results = evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, device=resolve_device(args.device), i2t=args.i2t,
-        batch_size=args.batch_size, num_workers=workers, memory_budget_mb=args.memory_budget_mb,
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        device=resolve_device(args.device),
+        i2t=args.i2t,
+        batch_size=args.batch_size,
+        num_workers=workers,
+        memory_budget_mb=args.memory_budget_mb,
         progress=not args.no_progress,
     )
     if args.json:
@@ -47,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_metrics_table(results))
     report = results.get("vocabulary")
     if report is not None:
-        print(f"queries encoded with the checkpoint's vocabulary: {report['unknown_words']} of "
-              f"{report['query_words']} words unknown (dropped), {report['dropped_captions']} caption(s) "
-              f"left without a word (not queried)")
+        print(
+            f"queries encoded with the checkpoint's vocabulary: {report['unknown_words']} of "
+            f"{report['query_words']} words unknown (dropped), {report['dropped_captions']} caption(s) "
+            f"left without a word (not queried)"
+        )
     return 0

@@ -8,11 +8,19 @@ HELP = "train SSAN on a prepared dataset (use torchrun for several GPUs or nodes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="synth", help="preset name (synth, cuhk-pedes, icfg-pedes, rstpreid) or YAML path")
+    parser.add_argument(
+        "--config", default="synth", help="preset name (synth, cuhk-pedes, icfg-pedes, rstpreid) or YAML path"
+    )
     parser.add_argument("--data", required=True, help="output folder of `ssan prepare`")
     parser.add_argument("--output", required=True, help="run directory (checkpoints, metrics, config)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set optim.epochs=10 (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
@@ -44,7 +52,9 @@ def print_results(results: dict, output) -> None:
         print(format_metrics_table(results["test_selected"]))
     protocol = results.get("reference_protocol")
     if protocol:
-        print(f"reference protocol (max test R1 over epochs and terms; optimistic): R1 {protocol['R1']:.2f} "
-              f"R5 {protocol['R5']:.2f} R10 {protocol['R10']:.2f} mAP {protocol['mAP']:.2f} "
-              f"(epoch {protocol['epoch']}, {protocol['term']})")
+        print(
+            f"reference protocol (max test R1 over epochs and terms; optimistic): R1 {protocol['R1']:.2f} "
+            f"R5 {protocol['R5']:.2f} R10 {protocol['R10']:.2f} mAP {protocol['mAP']:.2f} "
+            f"(epoch {protocol['epoch']}, {protocol['term']})"
+        )
     print(f"run directory: {output}")

@@ -2,14 +2,7 @@
 generator, safe image loading, transforms, torch datasets and the collate function."""
 
 from ssan.data.annotations import Annotations, Problem, Record, find_annotation, read_annotations
-from ssan.data.datasets import (
-    GalleryDataset,
-    QueryDataset,
-    TrainDataset,
-    collate_batch,
-    make_loader,
-    pad_tokens,
-)
+from ssan.data.datasets import GalleryDataset, QueryDataset, TrainDataset, collate_batch, make_loader, pad_tokens
 from ssan.data.formats import DATASET_FORMATS, DatasetFormat, dataset_format, register_dataset_format
 from ssan.data.images import MAX_PIXELS, ImageError, check_image, load_rgb
 from ssan.data.prepare import DEFAULT_OUT, check_images, prepare_dataset

@@ -42,8 +42,15 @@ class _Figure:
         dx, dy = x1 - x0, y1 - y0
         norm = math.hypot(dx, dy) or 1.0
         px, py = -dy / norm / 2, dx / norm / 2
-        self.draw.polygon([(x0 + px * w0, y0 + py * w0), (x1 + px * w1, y1 + py * w1),
-                           (x1 - px * w1, y1 - py * w1), (x0 - px * w0, y0 - py * w0)], fill=fill)
+        self.draw.polygon(
+            [
+                (x0 + px * w0, y0 + py * w0),
+                (x1 + px * w1, y1 + py * w1),
+                (x1 - px * w1, y1 - py * w1),
+                (x0 - px * w0, y0 - py * w0),
+            ],
+            fill=fill,
+        )
 
     def box(self, x0: float, y0: float, x1: float, y1: float, fill: RGB) -> None:
         self.draw.rectangle([x0, y0, x1, y1], fill=fill)
@@ -62,7 +69,7 @@ def _background(height: int, width: int, rng: np.random.Generator) -> Image.Imag
     for _ in range(int(rng.integers(1, 4))):
         x0, x1 = sorted(rng.integers(0, width, size=2))
         y0, y1 = sorted(rng.integers(0, horizon + 1, size=2))
-        array[y0:y1 + 1, x0:x1 + 1] = array[y0:y1 + 1, x0:x1 + 1] * 0.6 + rng.uniform(60, 200, size=3) * 0.4
+        array[y0 : y1 + 1, x0 : x1 + 1] = array[y0 : y1 + 1, x0 : x1 + 1] * 0.6 + rng.uniform(60, 200, size=3) * 0.4
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -75,32 +82,49 @@ def _legs(fig: _Figure, person: Person, col: dict, stride: float) -> None:
         fig.quad(hip, fig.y(0.52), ankle, fig.y(0.94), w(0.085), w(0.062), col["skin"])
         if covered > 0.6:
             t = (covered - 0.52) / 0.42
-            fig.quad(hip, fig.y(0.50), hip + (ankle - hip) * t, fig.y(covered), w(0.092), w(0.092 - 0.025 * t),
-                     col["lower"])
+            fig.quad(
+                hip, fig.y(0.50), hip + (ankle - hip) * t, fig.y(covered), w(0.092), w(0.092 - 0.025 * t), col["lower"]
+            )
             if person.lower_type == "jeans":
-                fig.draw.line([(hip, fig.y(0.56)), (hip + (ankle - hip) * t, fig.y(covered))],
-                              fill=_shade(col["lower"], 1.35), width=1)
+                fig.draw.line(
+                    [(hip, fig.y(0.56)), (hip + (ankle - hip) * t, fig.y(covered))],
+                    fill=_shade(col["lower"], 1.35),
+                    width=1,
+                )
         fig.box(ankle - w(0.05), fig.y(0.935), ankle + w(0.05), fig.y(1.0), col["shoes"])
     fig.box(cx - w(0.105), fig.y(0.48), cx + w(0.105), fig.y(0.58), col["lower"])
     if person.lower_type == "skirt":
-        fig.draw.polygon([(cx - w(0.11), fig.y(0.49)), (cx + w(0.11), fig.y(0.49)),
-                          (cx + w(0.165), fig.y(0.74)), (cx - w(0.165), fig.y(0.74))], fill=col["lower"])
+        fig.draw.polygon(
+            [
+                (cx - w(0.11), fig.y(0.49)),
+                (cx + w(0.11), fig.y(0.49)),
+                (cx + w(0.165), fig.y(0.74)),
+                (cx - w(0.165), fig.y(0.74)),
+            ],
+            fill=col["lower"],
+        )
 
 
 def _torso(fig: _Figure, person: Person, col: dict) -> None:
     cx, w, y = fig.cx, fig.w, fig.y
     bottom, half_bottom = (0.66, 0.135) if person.upper_type == "coat" else (0.51, 0.11)
     shoulder = 0.14
-    fig.draw.polygon([(cx - w(shoulder), y(0.16)), (cx + w(shoulder), y(0.16)),
-                      (cx + w(half_bottom), y(bottom)), (cx - w(half_bottom), y(bottom))], fill=col["upper"])
+    fig.draw.polygon(
+        [
+            (cx - w(shoulder), y(0.16)),
+            (cx + w(shoulder), y(0.16)),
+            (cx + w(half_bottom), y(bottom)),
+            (cx - w(half_bottom), y(bottom)),
+        ],
+        fill=col["upper"],
+    )
     if person.pattern == "striped":
         step = max(2.0, w(0.05))
         row = y(0.19)
         while row < y(bottom) - 1:
             f = (row - y(0.16)) / (y(bottom) - y(0.16))
             half = w(shoulder + (half_bottom - shoulder) * f)
-            fig.draw.line([(cx - half + 1, row), (cx + half - 1, row)], fill=col["stripe"],
-                          width=max(1, int(step / 2)))
+            fig.draw.line([(cx - half + 1, row), (cx + half - 1, row)], fill=col["stripe"], width=max(1, int(step / 2)))
             row += step
     if person.upper_type in ("jacket", "coat"):
         fig.draw.line([(cx, y(0.18)), (cx, y(bottom))], fill=_shade(col["upper"], 0.55), width=1)
@@ -130,8 +154,7 @@ def _head(fig: _Figure, person: Person, col: dict) -> None:
         fig.box(cx - r * 1.12, y(0.06), cx + r * 1.12, y(0.25), col["hair"])
     fig.box(cx - w(0.025), y(0.12), cx + w(0.025), y(0.17), col["skin"])
     fig.draw.ellipse([cx - r, y(0.075) - r, cx + r, y(0.075) + r], fill=col["skin"])
-    fig.draw.chord([cx - r * 1.08, y(0.075) - r * 1.1, cx + r * 1.08, y(0.075) + r * 0.9], 180, 360,
-                   fill=col["hair"])
+    fig.draw.chord([cx - r * 1.08, y(0.075) - r * 1.1, cx + r * 1.08, y(0.075) + r * 0.9], 180, 360, fill=col["hair"])
     if person.hat:
         fig.box(cx - r * 1.5, y(0.02), cx + r * 1.5, y(0.035), col["hat"])
         fig.box(cx - r * 0.95, y(-0.03), cx + r * 0.95, y(0.03), col["hat"])
@@ -140,10 +163,14 @@ def _head(fig: _Figure, person: Person, col: dict) -> None:
 def person_colours(person: Person, rng: np.random.Generator) -> dict:
     """Every colour of the figure, each jittered a little (fabric, light)."""
     pick = {
-        "skin": SKIN_TONES[person.skin], "hair": HAIR_COLOURS[person.hair_colour],
-        "upper": COLOURS[person.upper_colour], "lower": COLOURS[person.lower_colour],
-        "shoes": COLOURS[person.shoes], "stripe": COLOURS.get(person.stripe_colour or "white"),
-        "backpack": COLOURS.get(person.backpack or "black"), "handbag": COLOURS.get(person.handbag or "black"),
+        "skin": SKIN_TONES[person.skin],
+        "hair": HAIR_COLOURS[person.hair_colour],
+        "upper": COLOURS[person.upper_colour],
+        "lower": COLOURS[person.lower_colour],
+        "shoes": COLOURS[person.shoes],
+        "stripe": COLOURS.get(person.stripe_colour or "white"),
+        "backpack": COLOURS.get(person.backpack or "black"),
+        "handbag": COLOURS.get(person.handbag or "black"),
         "hat": COLOURS.get(person.hat or "black"),
     }
     base = np.asarray(list(pick.values()), dtype=np.int64)
@@ -166,8 +193,9 @@ def _camera(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageOps.mirror(image) if rng.random() < 0.5 else image
 
 
-def draw_figure(image: Image.Image, person: Person, col: dict, cx: float, top: float, fh: float,
-                swing: float, stride: float) -> None:
+def draw_figure(
+    image: Image.Image, person: Person, col: dict, cx: float, top: float, fh: float, swing: float, stride: float
+) -> None:
     """Draw ``person`` onto ``image`` (RGB, or RGBA with a transparent canvas for a sprite).
 
     Args:
@@ -183,8 +211,11 @@ def draw_figure(image: Image.Image, person: Person, col: dict, cx: float, top: f
     _torso(fig, person, col)
     if person.backpack:
         for dx in (-0.08, 0.08):
-            fig.draw.line([(fig.cx + fig.w(dx), fig.y(0.16)), (fig.cx + fig.w(dx), fig.y(0.34))],
-                          fill=col["backpack"], width=max(1, int(fig.w(0.025))))
+            fig.draw.line(
+                [(fig.cx + fig.w(dx), fig.y(0.16)), (fig.cx + fig.w(dx), fig.y(0.34))],
+                fill=col["backpack"],
+                width=max(1, int(fig.w(0.025))),
+            )
     _arms(fig, person, col, swing)
     _head(fig, person, col)
 

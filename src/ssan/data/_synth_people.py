@@ -131,8 +131,12 @@ def sample_identities(count: int, rng: np.random.Generator, swap_fraction: float
         group = [person]
         partner = person.swapped()
         partner_main = (partner.upper_type, partner.upper_colour, partner.lower_type, partner.lower_colour)
-        if total + 2 <= count and rng.random() < swap_fraction and partner.key() not in seen_keys \
-                and not (strict and partner_main in seen_main):
+        if (
+            total + 2 <= count
+            and rng.random() < swap_fraction
+            and partner.key() not in seen_keys
+            and not (strict and partner_main in seen_main)
+        ):
             group.append(partner)
         for member in group:
             seen_keys.add(member.key())

@@ -48,10 +48,29 @@ COLOUR_WORDS = {"gray": ("gray", "grey"), "blonde": ("blonde", "blond")}
 P_ACCESSORY_STATED = 0.85  # a backpack, handbag or hat the person has is mentioned
 P_STRIPES_STATED = 0.9  # a striped upper garment worded as a noun phrase mentions its stripes
 P_UPPER_NP = 0.5  # a later clause words a plain upper garment as "wears a ..." (else "his ... is ...")
-FACT_FIELDS = ("gender", "hair_length", "hair_colour", "upper_type", "sleeves", "upper_colour", "pattern",
-               "stripe_colour", "lower_type", "lower_colour", "shoes", "backpack", "handbag", "hat")
-ENDINGS = ("is walking", "walks down the street", "appears to be walking", "is walking forward",
-           "stands on the sidewalk")
+FACT_FIELDS = (
+    "gender",
+    "hair_length",
+    "hair_colour",
+    "upper_type",
+    "sleeves",
+    "upper_colour",
+    "pattern",
+    "stripe_colour",
+    "lower_type",
+    "lower_colour",
+    "shoes",
+    "backpack",
+    "handbag",
+    "hat",
+)
+ENDINGS = (
+    "is walking",
+    "walks down the street",
+    "appears to be walking",
+    "is walking forward",
+    "stands on the sidewalk",
+)
 
 
 class _Writer:
@@ -97,10 +116,12 @@ class _Writer:
         if p.pattern == "striped" and self.chance(P_STRIPES_STATED):
             self.state(pattern="striped", stripe_colour=p.stripe_colour)
             if self.chance(0.5):
-                return self.article(f"{self.colour(p.upper_colour)} and {self.colour(p.stripe_colour)} "
-                                    f"striped {sleeve}{noun}")
-            return self.article(f"{self.colour(p.upper_colour)} {sleeve}{noun} with "
-                                f"{self.colour(p.stripe_colour)} stripes")
+                return self.article(
+                    f"{self.colour(p.upper_colour)} and {self.colour(p.stripe_colour)} striped {sleeve}{noun}"
+                )
+            return self.article(
+                f"{self.colour(p.upper_colour)} {sleeve}{noun} with {self.colour(p.stripe_colour)} stripes"
+            )
         self.upper_np_form = form
         if sleeve and self.chance(0.4):
             return self.article(f"{self.colour(p.upper_colour)} {noun} with {p.sleeves} sleeves")
@@ -151,27 +172,47 @@ class _Writer:
     def hair_clause(self, subject: str) -> str:
         p = self.p
         self.state(hair_length=p.hair_length, hair_colour=p.hair_colour)
-        return self.pick((
-            f"{subject} has {self.hair_np()}",
-            f"{self.poss} hair is {p.hair_length} and {self.colour(p.hair_colour)}",
-            f"{self.poss} {self.colour(p.hair_colour)} hair is {p.hair_length}",
-        ))
+        return self.pick(
+            (
+                f"{subject} has {self.hair_np()}",
+                f"{self.poss} hair is {p.hair_length} and {self.colour(p.hair_colour)}",
+                f"{self.poss} {self.colour(p.hair_colour)} hair is {p.hair_length}",
+            )
+        )
 
     def accessory_clauses(self, subject: str) -> List[str]:
         p, out = self.p, []
         if p.backpack and self.chance(P_ACCESSORY_STATED):
             self.state(backpack=p.backpack)
-            out.append(self.pick((f"{subject} is carrying a {self.colour(p.backpack)} backpack",
-                                  f"{subject} has a {self.colour(p.backpack)} backpack on {self.poss} back",
-                                  f"{subject} carries a {self.colour(p.backpack)} bag on {self.poss} back")))
+            out.append(
+                self.pick(
+                    (
+                        f"{subject} is carrying a {self.colour(p.backpack)} backpack",
+                        f"{subject} has a {self.colour(p.backpack)} backpack on {self.poss} back",
+                        f"{subject} carries a {self.colour(p.backpack)} bag on {self.poss} back",
+                    )
+                )
+            )
         if p.handbag and self.chance(P_ACCESSORY_STATED):
             self.state(handbag=p.handbag)
-            out.append(self.pick((f"{subject} is holding a {self.colour(p.handbag)} handbag",
-                                  f"{subject} carries a {self.colour(p.handbag)} purse in {self.poss} hand")))
+            out.append(
+                self.pick(
+                    (
+                        f"{subject} is holding a {self.colour(p.handbag)} handbag",
+                        f"{subject} carries a {self.colour(p.handbag)} purse in {self.poss} hand",
+                    )
+                )
+            )
         if p.hat and self.chance(P_ACCESSORY_STATED):
             self.state(hat=p.hat)
-            out.append(self.pick((f"{subject} wears a {self.colour(p.hat)} hat",
-                                  f"{subject} has a {self.colour(p.hat)} cap on {self.poss} head")))
+            out.append(
+                self.pick(
+                    (
+                        f"{subject} wears a {self.colour(p.hat)} hat",
+                        f"{subject} has a {self.colour(p.hat)} cap on {self.poss} head",
+                    )
+                )
+            )
         return out
 
 
@@ -212,8 +253,10 @@ def _sentences(w: _Writer) -> List[str]:
         for i, (_, clause) in enumerate(pieces):
             sentences.append(clause(subject, True) if i == 0 else clause(w.pron))
     if with_hair:
-        sentences.insert(int(w.rng.integers(1, len(sentences) + 1)) if style == "clauses" else len(sentences),
-                         w.hair_clause(w.pron if sentences else subject))
+        sentences.insert(
+            int(w.rng.integers(1, len(sentences) + 1)) if style == "clauses" else len(sentences),
+            w.hair_clause(w.pron if sentences else subject),
+        )
     sentences.extend(w.accessory_clauses(w.pron))
     if w.chance(0.15) and style != "in":
         sentences.append(f"{w.pron} {w.pick(ENDINGS)}")

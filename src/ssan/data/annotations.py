@@ -22,7 +22,6 @@ Validation rules, per record (a problem names the record index and the file):
   changed is counted in ``Annotations.token_changes``.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -34,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ssan.data._io import read_json
 from ssan.data.formats import IMAGE_FIELDS, DatasetFormat, dataset_format
-from ssan.data.vocab import tokenize
+from ssan.data.given_tokens import parse_tokens
 from ssan.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -143,10 +142,15 @@ def read_annotations(dataset: str, root: Path, retokenize: bool = False) -> Anno
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), f"a {type(value).__name__}")
 
 
 def _raw_image(raw: Any) -> Optional[str]:
@@ -171,8 +175,9 @@ def _printable(text: str) -> str:
     return text if _is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _parse_record(fmt: DatasetFormat, index: int, raw: Any, retokenize: bool,
-                  changes: Dict[str, int]) -> Tuple[Optional[Record], List[str], int]:
+def _parse_record(
+    fmt: DatasetFormat, index: int, raw: Any, retokenize: bool, changes: Dict[str, int]
+) -> Tuple[Optional[Record], List[str], int]:
     if not isinstance(raw, dict):
         return None, [f"record is {_kind(raw)}, not an object"], 0
     reasons: List[str] = []
@@ -182,7 +187,7 @@ def _parse_record(fmt: DatasetFormat, index: int, raw: Any, retokenize: bool,
     captions = _parse_captions(raw, reasons)
     if reasons:
         return None, reasons, 0
-    tokens, retok = _parse_tokens(raw.get("processed_tokens"), captions, retokenize, changes)
+    tokens, retok = parse_tokens(raw.get("processed_tokens"), captions, retokenize, changes)
     return Record(index, split, image, identity, tuple(captions), tokens), reasons, retok
 
 
@@ -268,33 +273,3 @@ def _parse_captions(raw: dict, reasons: List[str]) -> List[str]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _parse_tokens(value: Any, captions: List[str], retokenize: bool,
-                  changes: Dict[str, int]) -> Tuple[Tuple[Tuple[str, ...], ...], int]:
-    """Tokens per caption: ``processed_tokens`` when well-formed, else tokenized captions."""
-    usable = (
-        isinstance(value, list)
-        and len(value) == len(captions)
-        and all(isinstance(t, list) and t and all(isinstance(w, str) for w in t) for t in value)
-    )
-    if usable:
-        return tuple(tuple(_given_tokens(t, retokenize, changes)) for t in value), 0
-    return tuple(tuple(tokenize(c)) for c in captions), int(value is not None)
-
-
-def _given_tokens(tokens: List[str], retokenize: bool, changes: Dict[str, int]) -> List[str]:
-    """One caption's given tokens: lower-cased (default) or re-tokenised; changes are counted."""
-    words: List[str] = []
-    for token in tokens:
-        lowered = token.strip().lower()
-        changes["lowercased"] += lowered != token.strip()
-        if retokenize:
-            split = tokenize(token)
-            changes["retokenized"] += split != [lowered]
-            words.extend(split)
-        elif lowered:
-            words.append(lowered)
-        else:
-            changes["blank"] += 1
-    return words

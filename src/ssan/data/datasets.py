@@ -55,8 +55,15 @@ class TrainDataset(Dataset):
     ``index`` (the pair index, without the epoch).
     """
 
-    def __init__(self, records: Sequence[dict], image_root: Union[str, Path], transform: Transform,
-                 max_length: int = 100, seed: int = 0, cache_images: bool = False):
+    def __init__(
+        self,
+        records: Sequence[dict],
+        image_root: Union[str, Path],
+        transform: Transform,
+        max_length: int = 100,
+        seed: int = 0,
+        cache_images: bool = False,
+    ):
         self.records = list(records)
         self.image_root = Path(image_root)
         self.transform = transform
@@ -64,8 +71,9 @@ class TrainDataset(Dataset):
         self.seed = seed
         self._cache: Optional[Dict[int, torch.Tensor]] = {} if cache_images else None
         _check_tokens(self.records)
-        self.samples: List[Tuple[int, int]] = [(r, c) for r, rec in enumerate(self.records)
-                                               for c in range(len(rec["tokens"]))]
+        self.samples: List[Tuple[int, int]] = [
+            (r, c) for r, rec in enumerate(self.records) for c in range(len(rec["tokens"]))
+        ]
         self._pools = self._weak_pools()
 
     def _weak_pools(self) -> List[Tuple[List[Tuple[int, int]], int, int]]:
@@ -78,8 +86,10 @@ class TrainDataset(Dataset):
         pools: List[Tuple[List[Tuple[int, int]], int, int]] = [([], 0, 0)] * len(self.records)
         for label, members in by_label.items():
             if len(members) < 2:
-                raise DataError(f"label {label} (id {self.records[members[0]]['id']}) has a single image; "
-                                "the weak positive needs another image of the same identity")
+                raise DataError(
+                    f"label {label} (id {self.records[members[0]]['id']}) has a single image; "
+                    "the weak positive needs another image of the same identity"
+                )
             pool = [(r, c) for r in members for c in range(len(self.records[r]["tokens"]))]
             start = 0
             for r in members:
@@ -152,8 +162,9 @@ class QueryDataset(Dataset):
         self.records = list(records)
         self.max_length = max_length
         _check_tokens(self.records)
-        self.queries: List[Tuple[int, int]] = [(r, c) for r, rec in enumerate(self.records)
-                                               for c in range(len(rec["tokens"]))]
+        self.queries: List[Tuple[int, int]] = [
+            (r, c) for r, rec in enumerate(self.records) for c in range(len(rec["tokens"]))
+        ]
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -165,8 +176,12 @@ class QueryDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         r, c = self.queries[index]
         record = self.records[r]
-        return {"tokens": _tokens(record["tokens"][c], self.max_length), "id": record["id"],
-                "index": index, "image_index": r}
+        return {
+            "tokens": _tokens(record["tokens"][c], self.max_length),
+            "id": record["id"],
+            "index": index,
+            "image_index": r,
+        }
 
 
 def pad_tokens(sequences: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -198,14 +213,32 @@ def collate_batch(samples: Sequence[dict]) -> Dict[str, torch.Tensor]:
     return batch
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, num_workers: int = 0,
-                drop_last: bool = False, sampler=None, generator: Optional[torch.Generator] = None,
-                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    sampler=None,
+    generator: Optional[torch.Generator] = None,
+    pin_memory: bool = False,
+    persistent: bool = False,
+) -> DataLoader:
     """A DataLoader using :func:`collate_batch`.
 
     ``persistent`` keeps the worker processes alive between passes (when ``num_workers`` > 0),
     so an object iterated every epoch forks its workers once.
     """
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=num_workers, drop_last=drop_last, collate_fn=collate_batch,
-                      generator=generator, pin_memory=pin_memory, persistent_workers=persistent and num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        collate_fn=collate_batch,
+        generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=persistent and num_workers > 0,
+    )

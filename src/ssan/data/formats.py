@@ -59,8 +59,13 @@ class DatasetFormat:
 
     def record(self, split: str, raw_id: int, path: str, captions: List[str]) -> dict:
         """The annotation record the generator writes for one image."""
-        return {"split": split, "captions": captions, self.image_field: path,
-                "processed_tokens": [tokenize(c) for c in captions], "id": raw_id}
+        return {
+            "split": split,
+            "captions": captions,
+            self.image_field: path,
+            "processed_tokens": [tokenize(c) for c in captions],
+            "id": raw_id,
+        }
 
 
 class CuhkPedes(DatasetFormat):
@@ -72,8 +77,10 @@ class CuhkPedes(DatasetFormat):
             return [f"CUHK01/{raw_id:04d}{k + 1:03d}.png" for k in range(count)]
         if source == "CUHK03":
             return [f"CUHK03/{raw_id}_{k + 1}.png" for k in range(count)]
-        return [f"Market/{raw_id:04d}_c{int(rng.integers(1, 7))}s1_{k * 25 + int(rng.integers(25)):06d}_00.jpg"
-                for k in range(count)]
+        return [
+            f"Market/{raw_id:04d}_c{int(rng.integers(1, 7))}s1_{k * 25 + int(rng.integers(25)):06d}_00.jpg"
+            for k in range(count)
+        ]
 
 
 class IcfgPedes(DatasetFormat):
@@ -85,8 +92,10 @@ class IcfgPedes(DatasetFormat):
         names = []
         for k in range(count):
             day = ("morning", "noon", "afternoon")[int(rng.integers(3))]
-            names.append(f"{folder}/{msmt:04d}/{msmt:04d}_{k:03d}_{int(rng.integers(1, 16)):02d}_"
-                         f"{int(rng.integers(101, 1232)):04d}{day}_{int(rng.integers(10000)):04d}_{k % 2}.jpg")
+            names.append(
+                f"{folder}/{msmt:04d}/{msmt:04d}_{k:03d}_{int(rng.integers(1, 16)):02d}_"
+                f"{int(rng.integers(101, 1232)):04d}{day}_{int(rng.integers(10000)):04d}_{k % 2}.jpg"
+            )
         return names
 
 
@@ -94,8 +103,9 @@ class RstpReid(DatasetFormat):
     """RSTPReid: ``img_path``, no ``processed_tokens``, two captions per image, 5 images per id."""
 
     def image_paths(self, raw_id: int, count: int, rng: np.random.Generator) -> List[str]:
-        return [f"{raw_id:04d}_c{int(rng.integers(1, 16))}_{k * 10 + int(rng.integers(10)):04d}.jpg"
-                for k in range(count)]
+        return [
+            f"{raw_id:04d}_c{int(rng.integers(1, 16))}_{k * 10 + int(rng.integers(10)):04d}.jpg" for k in range(count)
+        ]
 
     def record(self, split: str, raw_id: int, path: str, captions: List[str]) -> dict:
         return {"id": raw_id, "img_path": path, "captions": captions, "split": split}
@@ -117,7 +127,22 @@ def dataset_format(name: str) -> DatasetFormat:
 
 
 register_dataset_format(CuhkPedes("cuhk-pedes", ("reid_raw.json", "caption_all.json"), id_base=1))
-register_dataset_format(IcfgPedes("icfg-pedes", ("ICFG-PEDES.json", "ICFG_PEDES.json"), splits=("train", "test"),
-                                  synth_splits=("train", "test"), captions=(1, 1)))
-register_dataset_format(RstpReid("rstpreid", ("data_captions.json",), image_field="img_path", images_per_id=5,
-                                 captions=(2, 2), tight_captions=0.8))
+register_dataset_format(
+    IcfgPedes(
+        "icfg-pedes",
+        ("ICFG-PEDES.json", "ICFG_PEDES.json"),
+        splits=("train", "test"),
+        synth_splits=("train", "test"),
+        captions=(1, 1),
+    )
+)
+register_dataset_format(
+    RstpReid(
+        "rstpreid",
+        ("data_captions.json",),
+        image_field="img_path",
+        images_per_id=5,
+        captions=(2, 2),
+        tight_captions=0.8,
+    )
+)

@@ -29,14 +29,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from tqdm import tqdm
 
 from ssan.data._io import atomic_directory, dumps
-from ssan.data.annotations import (
-    Annotations,
-    Problem,
-    Record,
-    check_dataset_name,
-    find_annotation,
-    read_annotations,
-)
+from ssan.data.annotations import Annotations, Problem, Record, check_dataset_name, find_annotation, read_annotations
 from ssan.data.images import MAX_PIXELS, ImageError, check_image
 from ssan.data.vocab import Vocabulary
 from ssan.errors import DataError
@@ -67,8 +60,9 @@ def check_images(
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         results = pool.map(check, records)
-        found = tqdm(results, total=len(records), desc="checking images", unit="img", file=sys.stderr,
-                     disable=None, leave=False)
+        found = tqdm(
+            results, total=len(records), desc="checking images", unit="img", file=sys.stderr, disable=None, leave=False
+        )
         return [p for p in found if p is not None]
 
 
@@ -79,8 +73,10 @@ def format_problems(annotations: Annotations, problems: Sequence[Problem], limit
         image_dir = annotations.image_root.relative_to(annotations.annotation.parent).as_posix()
     except ValueError:
         image_dir = str(annotations.image_root)
-    lines = [f"{len(problems)} problem(s) in {annotations.annotation} (nothing written; "
-             f"--skip-invalid drops the bad records):"]
+    lines = [
+        f"{len(problems)} problem(s) in {annotations.annotation} (nothing written; "
+        f"--skip-invalid drops the bad records):"
+    ]
     for p in sorted(problems, key=lambda p: p.index)[:limit]:
         image = f"image {(Path(image_dir) / p.file).as_posix()}: " if p.kind == "image" else ""
         lines.append(f"  {name} record {p.index}: {image}{p.reason}")
@@ -100,12 +96,16 @@ def _may_replace(out: Path, dataset: str, annotation: Path, force: bool) -> bool
     except (OSError, ValueError):
         summary = None
     if not isinstance(summary, dict) or summary.get("format") != "ssan-prepared":
-        raise DataError(f"output {out} is not empty and holds no prepared dataset; refusing to replace it "
-                        "(choose another --out or remove it)")
+        raise DataError(
+            f"output {out} is not empty and holds no prepared dataset; refusing to replace it "
+            "(choose another --out or remove it)"
+        )
     if force or (summary.get("dataset") == dataset and summary.get("annotation") == str(annotation)):
         return True
-    raise DataError(f"output {out} holds another prepared dataset ({summary.get('dataset')} from "
-                    f"{summary.get('annotation')}); use --force to replace it")
+    raise DataError(
+        f"output {out} holds another prepared dataset ({summary.get('dataset')} from "
+        f"{summary.get('annotation')}); use --force to replace it"
+    )
 
 
 def prepare_dataset(
@@ -169,11 +169,13 @@ def _encode(records: List[Record], vocab: Vocabulary, max_length: int, stats: Co
             tokens.append(ids[:max_length])
             kept_words.append(list(words))
         if captions:
-            entries[record.split].append({"record": record, "captions": captions, "tokens": tokens,
-                                          "words": kept_words})
+            entries[record.split].append(
+                {"record": record, "captions": captions, "tokens": tokens, "words": kept_words}
+            )
         else:
-            stats.setdefault("no_caption", []).append(Problem(record.index, record.image,
-                                                              "no caption has a known word"))
+            stats.setdefault("no_caption", []).append(
+                Problem(record.index, record.image, "no caption has a known word")
+            )
     return entries
 
 
@@ -197,12 +199,22 @@ def _build(records: List[Record], min_count: int, max_length: int, drop_unknown:
 
 
 def _split_counts(rows: list) -> dict:
-    return {"images": len(rows), "captions": sum(len(e["captions"]) for e in rows),
-            "identities": len({e["record"].id for e in rows})}
+    return {
+        "images": len(rows),
+        "captions": sum(len(e["captions"]) for e in rows),
+        "identities": len({e["record"].id for e in rows}),
+    }
 
 
-def _summary(dataset: str, annotations: Annotations, built: dict, problems: List[Problem],
-             min_count: int, max_length: int, drop_unknown: bool) -> dict:
+def _summary(
+    dataset: str,
+    annotations: Annotations,
+    built: dict,
+    problems: List[Problem],
+    min_count: int,
+    max_length: int,
+    drop_unknown: bool,
+) -> dict:
     stats = built["stats"]
     skipped = sorted(problems + stats.get("no_caption", []), key=lambda p: p.index)
     return {
@@ -242,20 +254,24 @@ def _token_report(annotations: Annotations, stats: Counter, retokenize: bool) ->
         "blank": changes["blank"],
         "captions_tokenized": annotations.retokenized,
         "tokens": {split: stats[f"tokens/{split}"] for split in SPLITS if stats[f"tokens/{split}"]},
-        "unknown_dropped": {split: stats[f"unknown_tokens/{split}"] for split in SPLITS
-                            if stats[f"tokens/{split}"]},
+        "unknown_dropped": {split: stats[f"unknown_tokens/{split}"] for split in SPLITS if stats[f"tokens/{split}"]},
     }
 
 
 def _write(directory: Path, summary: dict, built: dict) -> None:
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
-                                            encoding="utf-8")
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     built["vocab"].save(directory / "vocab.json")
     for split, rows in built["entries"].items():
         if not rows:
             continue
         with open(directory / f"{split}.jsonl", "w", encoding="utf-8", newline="\n") as handle:
             for e in rows:
-                line = {"image": e["record"].image, "id": e["record"].id, "label": e["label"],
-                        "captions": e["captions"], "tokens": e["tokens"], "words": e["words"]}
+                line = {
+                    "image": e["record"].image,
+                    "id": e["record"].id,
+                    "label": e["label"],
+                    "captions": e["captions"],
+                    "tokens": e["tokens"],
+                    "words": e["words"],
+                }
                 handle.write(dumps(line) + "\n")

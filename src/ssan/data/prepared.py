@@ -33,8 +33,10 @@ class PreparedDataset:
         self.summary = _read_summary(self.directory / "summary.json")
         self.vocab = Vocabulary.load(self.directory / "vocab.json")
         if len(self.vocab) != self.summary["vocab_size"]:
-            raise DataError(f"{self.directory}: vocab.json has {len(self.vocab)} words, "
-                            f"summary.json says {self.summary['vocab_size']}")
+            raise DataError(
+                f"{self.directory}: vocab.json has {len(self.vocab)} words, "
+                f"summary.json says {self.summary['vocab_size']}"
+            )
         self.image_root = Path(self.summary["image_root"])
         if not self.image_root.is_dir():
             log.warning("image folder %s of %s does not exist", self.image_root, self.directory)
@@ -106,20 +108,27 @@ def _check_record(path: Path, number: int, line: str, vocab_size: int) -> dict:
     if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
         raise DataError(f"{path} line {number}: expected an object with keys {', '.join(RECORD_KEYS)}")
     tokens = record["tokens"]
-    if (not isinstance(tokens, list) or len(tokens) != len(record["captions"])
-            or not all(isinstance(t, list) and t and all(isinstance(i, int) and 0 < i < vocab_size for i in t)
-                       for t in tokens)):
-        raise DataError(f"{path} line {number}: 'tokens' must hold one non-empty list of vocabulary ids "
-                        "per caption")
+    if (
+        not isinstance(tokens, list)
+        or len(tokens) != len(record["captions"])
+        or not all(
+            isinstance(t, list) and t and all(isinstance(i, int) and 0 < i < vocab_size for i in t) for t in tokens
+        )
+    ):
+        raise DataError(f"{path} line {number}: 'tokens' must hold one non-empty list of vocabulary ids per caption")
     words = record.get("words")
-    if words is not None and (not isinstance(words, list) or len(words) != len(tokens) or not all(
-            isinstance(w, list) and all(isinstance(x, str) for x in w) for w in words)):
+    if words is not None and (
+        not isinstance(words, list)
+        or len(words) != len(tokens)
+        or not all(isinstance(w, list) and all(isinstance(x, str) for x in w) for w in words)
+    ):
         raise DataError(f"{path} line {number}: 'words' must hold one list of words per caption")
     return record
 
 
-def reencode_records(records: List[dict], source_vocab: Vocabulary, vocab: Vocabulary,
-                     max_length: int) -> Tuple[List[dict], dict]:
+def reencode_records(
+    records: List[dict], source_vocab: Vocabulary, vocab: Vocabulary, max_length: int
+) -> Tuple[List[dict], dict]:
     """``records`` with their captions' ``tokens`` re-encoded with another ``vocab``.
 
     For evaluating a model on a dataset prepared with another vocabulary (cross-domain):

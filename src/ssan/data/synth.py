@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "ssan-synth.json"
 TRUTH = "ssan-synth-truth.json"
+
+
 def _check_args(ids, images_per_id, captions, size, splits, workers) -> None:
     if ids < 1 or images_per_id < 1:
         raise DataError(f"ids and images_per_id must be >= 1 (got {ids}, {images_per_id})")
@@ -53,14 +55,16 @@ def _check_args(ids, images_per_id, captions, size, splits, workers) -> None:
     if size[0] < 16 or size[1] < 8:
         raise DataError(f"image size must be at least 16x8 (HxW), got {size[0]}x{size[1]}")
     if len(splits) != 3 or min(splits) < 0 or splits[0] <= 0 or sum(splits[1:]) <= 0:
-        raise DataError(f"splits must be three fractions (train, val, test) with train > 0 and val+test > 0, "
-                        f"got {tuple(splits)}")
+        raise DataError(
+            f"splits must be three fractions (train, val, test) with train > 0 and val+test > 0, got {tuple(splits)}"
+        )
     if workers < 1:
         raise DataError(f"workers must be >= 1, got {workers}")
 
 
-def _assign_splits(groups: List[List[Person]], fractions: Sequence[float], names: Tuple[str, ...],
-                   rng: np.random.Generator) -> Dict[str, List[int]]:
+def _assign_splits(
+    groups: List[List[Person]], fractions: Sequence[float], names: Tuple[str, ...], rng: np.random.Generator
+) -> Dict[str, List[int]]:
     """Person indices (generation order) per split.
 
     Colour-swapped pairs stay in one split (except when a tiny set must split one so that every
@@ -79,8 +83,7 @@ def _assign_splits(groups: List[List[Person]], fractions: Sequence[float], names
     result: Dict[str, List[int]] = {name: [] for name in names}
     for g in rng.permutation(len(groups)):  # test, then val, take whole groups while they fit
         members = list(range(starts[g], starts[g + 1]))
-        split = next((i for i in range(len(names) - 1, 0, -1)
-                      if len(result[names[i]]) + len(members) <= targets[i]), 0)
+        split = next((i for i in range(len(names) - 1, 0, -1) if len(result[names[i]]) + len(members) <= targets[i]), 0)
         result[names[split]].extend(members)
     for i in range(1, len(names)):  # tiny sets: a split left empty takes one training identity
         if targets[i] > 0 and not result[names[i]] and len(result[names[0]]) > 1:
@@ -95,8 +98,10 @@ def _identity(task: tuple) -> Tuple[List[dict], List[dict]]:
     records, truths, made = [], [], set()
     for k, path in enumerate(paths):
         rng = np.random.default_rng([seed, 2, index, k])
-        texts = [caption_with_facts(person, rng, tight=fmt.tight_captions > 0 and rng.random() < fmt.tight_captions)
-                 for _ in range(int(rng.integers(captions[0], captions[1] + 1)))]
+        texts = [
+            caption_with_facts(person, rng, tight=fmt.tight_captions > 0 and rng.random() < fmt.tight_captions)
+            for _ in range(int(rng.integers(captions[0], captions[1] + 1)))
+        ]
         records.append(fmt.record(split, raw_id, path, [text for text, _ in texts]))
         truths.append({"image": path, "id": raw_id, "captions": [{"text": t, **stated} for t, stated in texts]})
         image = render_person(person, size, np.random.default_rng([seed, 1, index, k]))
@@ -145,10 +150,19 @@ def _truth(fmt: str, seed: int, tasks: List[tuple], groups: List[List[Person]], 
         if len(group) == 2:
             twin[start], twin[start + 1] = start + 1, start
         start += len(group)
-    identities = [{"id": task[3], "split": task[4], "twin": raw_of.get(twin.get(task[2])),
-                   "attributes": asdict(task[1])} for task in tasks]
-    return {"generator": "ssan-synth", "version": 1, "format": fmt, "seed": seed, "fact_fields": list(FACT_FIELDS),
-            "identities": identities, "images": images}
+    identities = [
+        {"id": task[3], "split": task[4], "twin": raw_of.get(twin.get(task[2])), "attributes": asdict(task[1])}
+        for task in tasks
+    ]
+    return {
+        "generator": "ssan-synth",
+        "version": 1,
+        "format": fmt,
+        "seed": seed,
+        "fact_fields": list(FACT_FIELDS),
+        "identities": identities,
+        "images": images,
+    }
 
 
 def _may_replace(out: Path, overwrite: bool) -> bool:
@@ -204,31 +218,65 @@ def generate_synthetic(
     size = (int(size[0]), int(size[1]))
     _check_args(ids, images_per_id, captions, size, tuple(splits), workers)
     groups = sample_identities(ids, np.random.default_rng([seed, 0]))
-    people = [p for g in groups for p in g]
     assignment = _assign_splits(groups, splits, spec.synth_splits, np.random.default_rng([seed, 3]))
     out = Path(out).absolute()
     if out.exists():
         _may_replace(out, overwrite)
+    tasks = _tasks(spec, groups, assignment, images_per_id, size, seed, captions)
+    with atomic_directory(out, lambda path: _may_replace(path, overwrite)) as tmp:
+        records, truths = _run_all([t[:-1] + (str(tmp / "imgs"),) for t in tasks], workers)
+        (tmp / spec.files[0]).write_text(json.dumps(records), encoding="utf-8")
+        truth = _truth(fmt, seed, tasks, groups, truths)
+        (tmp / TRUTH).write_text(json.dumps(truth, separators=(",", ":")), encoding="utf-8")
+        settings = {
+            "format": fmt,
+            "seed": seed,
+            "ids": ids,
+            "images_per_id": images_per_id,
+            "captions": captions,
+            "size": size,
+        }
+        manifest = _manifest(settings, spec, groups, assignment, records)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    log.debug("wrote %d images of %d identities to %s", len(records), ids, out)
+    return {**manifest, "out": str(out), "annotation": str(out / spec.files[0])}
+
+
+def _tasks(spec, groups, assignment, images_per_id, size, seed, captions) -> List[tuple]:
+    """One drawing task per identity, in split order (raw ids counted from the format's base)."""
+    people = [p for g in groups for p in g]
     tasks, raw_id = [], spec.id_base
     for split in spec.synth_splits:
         for index in assignment[split]:
             paths = spec.image_paths(raw_id, images_per_id, np.random.default_rng([seed, 4, index]))
             tasks.append((spec, people[index], index, raw_id, split, paths, size, seed, captions, None))
             raw_id += 1
-    with atomic_directory(out, lambda path: _may_replace(path, overwrite)) as tmp:
-        records, truths = _run_all([t[:-1] + (str(tmp / "imgs"),) for t in tasks], workers)
-        (tmp / spec.files[0]).write_text(json.dumps(records), encoding="utf-8")
-        truth = _truth(fmt, seed, tasks, groups, truths)
-        (tmp / TRUTH).write_text(json.dumps(truth, separators=(",", ":")), encoding="utf-8")
-        counts = {split: {"images": sum(r["split"] == split for r in records),
-                          "captions": sum(len(r["captions"]) for r in records if r["split"] == split),
-                          "identities": len(assignment[split])} for split in spec.synth_splits}
-        manifest = {
-            "generator": "ssan-synth", "version": 1, "format": fmt, "seed": seed, "ids": ids,
-            "images_per_id": images_per_id, "captions_per_image": list(captions), "size": list(size),
-            "swap_pairs": sum(len(g) == 2 for g in groups), "images": len(records),
-            "captions": sum(c["captions"] for c in counts.values()), "identities": ids, "splits": counts, "truth": TRUTH,
+    return tasks
+
+
+def _manifest(settings: dict, spec, groups, assignment, records: List[dict]) -> dict:
+    """The content of :data:`MANIFEST`: the generator's parameters and the counts per split."""
+    counts = {
+        split: {
+            "images": sum(r["split"] == split for r in records),
+            "captions": sum(len(r["captions"]) for r in records if r["split"] == split),
+            "identities": len(assignment[split]),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    log.debug("wrote %d images of %d identities to %s", len(records), ids, out)
-    return {**manifest, "out": str(out), "annotation": str(out / spec.files[0])}
+        for split in spec.synth_splits
+    }
+    return {
+        "generator": "ssan-synth",
+        "version": 1,
+        "format": settings["format"],
+        "seed": settings["seed"],
+        "ids": settings["ids"],
+        "images_per_id": settings["images_per_id"],
+        "captions_per_image": list(settings["captions"]),
+        "size": list(settings["size"]),
+        "swap_pairs": sum(len(g) == 2 for g in groups),
+        "images": len(records),
+        "captions": sum(c["captions"] for c in counts.values()),
+        "identities": settings["ids"],
+        "splits": counts,
+        "truth": TRUTH,
+    }

@@ -102,9 +102,7 @@ def _caption_entries(record: dict, image: dict) -> List[dict]:
     return entries
 
 
-def oracle_inputs(
-    truth: dict, records: Sequence[dict]
-) -> Tuple[List[dict], List[dict], np.ndarray, np.ndarray]:
+def oracle_inputs(truth: dict, records: Sequence[dict]) -> Tuple[List[dict], List[dict], np.ndarray, np.ndarray]:
     """(gallery attributes, query caption entries, query ids, gallery ids) in evaluation order.
 
     Every record's image is a gallery item and every caption of every record a query, in

@@ -23,8 +23,16 @@ class ComponentBuilders:
     """Mixed into :class:`ssan.engine.trainer.Trainer`."""
 
     @classmethod
-    def from_config(cls, config: Config, data_dir: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
-                    *, device: Optional[str] = None, resume: bool = False, hooks: Iterable = ()):
+    def from_config(
+        cls,
+        config: Config,
+        data_dir: Union[str, os.PathLike],
+        output_dir: Union[str, os.PathLike],
+        *,
+        device: Optional[str] = None,
+        resume: bool = False,
+        hooks: Iterable = (),
+    ):
         """The trainer of ``config`` on the prepared dataset ``data_dir`` (today's ``ssan train``)."""
         from ssan.data import load_prepared
 
@@ -36,8 +44,19 @@ class ComponentBuilders:
             model = cls.build_model(config, prepared)
             criterion = cls.build_criterion(config, prepared)
         optimizer = cls.build_optimizer(config, model, criterion)
-        return cls(config, prepared, model, criterion, optimizer, cls.build_scheduler(config, optimizer),
-                   cls.build_train_dataset(config, prepared), output_dir, device=device, resume=resume, hooks=hooks)
+        return cls(
+            config,
+            prepared,
+            model,
+            criterion,
+            optimizer,
+            cls.build_scheduler(config, optimizer),
+            cls.build_train_dataset(config, prepared),
+            output_dir,
+            device=device,
+            resume=resume,
+            hooks=hooks,
+        )
 
     @classmethod
     def build_model(cls, config: Config, prepared) -> nn.Module:
@@ -56,8 +75,14 @@ class ComponentBuilders:
         from ssan.engine.optim import build_optimizer
 
         optim = config.optim
-        return build_optimizer(model, [criterion], lr=optim.lr, backbone_lr=optim.backbone_lr, betas=optim.betas,
-                               weight_decay=optim.weight_decay)
+        return build_optimizer(
+            model,
+            [criterion],
+            lr=optim.lr,
+            backbone_lr=optim.backbone_lr,
+            betas=optim.betas,
+            weight_decay=optim.weight_decay,
+        )
 
     @classmethod
     def build_scheduler(cls, config: Config, optimizer: torch.optim.Optimizer):
@@ -71,6 +96,11 @@ class ComponentBuilders:
         from ssan.data import TrainDataset, build_transforms
 
         transform = build_transforms(config.data.height, config.data.width, train=False, uint8=True)
-        return TrainDataset(prepared.records("train"), prepared.image_root, transform,
-                            max_length=config.data.max_length, seed=config.train.seed,
-                            cache_images=config.data.cache_images)
+        return TrainDataset(
+            prepared.records("train"),
+            prepared.image_root,
+            transform,
+            max_length=config.data.max_length,
+            seed=config.train.seed,
+            cache_images=config.data.cache_images,
+        )

@@ -38,8 +38,9 @@ def count_host_reads() -> Iterator[List[str]]:
 
     def wrap(name, original):
         def counted(self, *args, **kwargs):
-            if (self.dtype.is_floating_point or self.dtype == torch.bool) and \
-                    _OPTIM not in sys._getframe(1).f_code.co_filename:
+            if (self.dtype.is_floating_point or self.dtype == torch.bool) and _OPTIM not in sys._getframe(
+                1
+            ).f_code.co_filename:
                 reads.append(name)
             return original(self, *args, **kwargs)
 

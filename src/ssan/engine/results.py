@@ -20,8 +20,10 @@ from typing import Iterable, Optional
 from ssan._files import atomic_write_text
 
 TERMS = ("global", "parts", "relation", "sum")
-REFERENCE_LABEL = ("maximum test R1 over every evaluated epoch and over the four similarity terms (global, parts, "
-                   "relation, sum), as the SSAN reference reports; selected on the test split twice over: optimistic")
+REFERENCE_LABEL = (
+    "maximum test R1 over every evaluated epoch and over the four similarity terms (global, parts, "
+    "relation, sum), as the SSAN reference reports; selected on the test split twice over: optimistic"
+)
 
 
 def flatten_metrics(split: str, results: dict) -> dict:
@@ -56,7 +58,7 @@ def reference_protocol(history: Iterable[dict]) -> Optional[dict]:
         return None
     _, row, term = best
     prefix = f"test/{term}/"
-    figures = {key[len(prefix):]: value for key, value in row.items() if key.startswith(prefix)}
+    figures = {key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}
     return {**figures, "epoch": row["epoch"], "term": term, "split": "test", "label": REFERENCE_LABEL}
 
 

@@ -36,8 +36,10 @@ class GlobalBatchSampler(Sampler):
         if num_samples <= 0:
             raise ValueError("cannot sample from an empty dataset")
         if batch_size % world_size:
-            raise ConfigError(f"data.batch_size={batch_size} (the global batch) does not divide among "
-                              f"{world_size} processes; use a multiple of {world_size}")
+            raise ConfigError(
+                f"data.batch_size={batch_size} (the global batch) does not divide among "
+                f"{world_size} processes; use a multiple of {world_size}"
+            )
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.local_batch = batch_size // world_size
@@ -68,7 +70,7 @@ class GlobalBatchSampler(Sampler):
         offset = self.epoch * self.num_samples
         for step in range(self.start_step, self.stop_step):
             start = step * self.batch_size + self.rank * self.local_batch
-            for index in order[start:start + self.local_batch].tolist():
+            for index in order[start : start + self.local_batch].tolist():
                 yield offset + index
 
     def __len__(self) -> int:

@@ -103,8 +103,11 @@ class RunningLosses:
         return dict(zip(self.names, values))
 
     def state(self) -> dict:
-        return {"names": list(self.names), "sums": self.sums.detach().cpu() if self.sums is not None else None,
-                "count": self.count}
+        return {
+            "names": list(self.names),
+            "sums": self.sums.detach().cpu() if self.sums is not None else None,
+            "count": self.count,
+        }
 
 
 def training_state(trainer, step_in_epoch: int = 0, inference_only: bool = False) -> dict:
@@ -118,8 +121,11 @@ def training_state(trainer, step_in_epoch: int = 0, inference_only: bool = False
         "arch": dict(trainer.model.arch),
         "model": trainer.model.state_dict(),
         "vocab": prepared.vocab.to_list(),
-        "dataset": {"name": prepared.summary.get("dataset"), "num_classes": prepared.num_classes,
-                    "vocab_size": len(prepared.vocab)},
+        "dataset": {
+            "name": prepared.summary.get("dataset"),
+            "num_classes": prepared.num_classes,
+            "vocab_size": len(prepared.vocab),
+        },
         "config": trainer.config.to_dict(),
         "epoch": trainer.epoch,
         "history": trainer.history,
@@ -129,15 +135,17 @@ def training_state(trainer, step_in_epoch: int = 0, inference_only: bool = False
     }
     if inference_only:
         return state
-    state.update({
-        "step_in_epoch": step_in_epoch,
-        "partial_epoch": trainer._partial if step_in_epoch else None,
-        "criterion": trainer.criterion.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "scaler": trainer.scaler.state_dict(),
-        "rng": rng_state(),
-    })
+    state.update(
+        {
+            "step_in_epoch": step_in_epoch,
+            "partial_epoch": trainer._partial if step_in_epoch else None,
+            "criterion": trainer.criterion.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict(),
+            "rng": rng_state(),
+        }
+    )
     return state
 
 
@@ -159,8 +167,12 @@ def restore_training_state(trainer, path) -> None:
         return load_checkpoint(path)
 
     state = distributed.broadcast_tree(distributed.run_on_main(read, f"reading {path}"), trainer.device)
-    check_compatible(state, vocab=trainer.prepared.vocab.to_list(), arch=trainer.model.arch,
-                     source=f"{path} (--resume with data {trainer.prepared.directory})")
+    check_compatible(
+        state,
+        vocab=trainer.prepared.vocab.to_list(),
+        arch=trainer.model.arch,
+        source=f"{path} (--resume with data {trainer.prepared.directory})",
+    )
     trainer.model.load_state_dict(strip_prefixes(state["model"]))
     trainer.criterion.load_state_dict(upgrade_state_dict(state["criterion"]))
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -183,6 +195,7 @@ def best_model(trainer):
     from ssan.checkpoint import load_checkpoint, model_from_checkpoint
 
     path = trainer.ckpt_dir / "best.pt"
-    state = distributed.broadcast_tree(distributed.run_on_main(lambda: load_checkpoint(path), "reading best.pt"),
-                                       trainer.device)
+    state = distributed.broadcast_tree(
+        distributed.run_on_main(lambda: load_checkpoint(path), "reading best.pt"), trainer.device
+    )
     return model_from_checkpoint(state, device=trainer.device, source=str(path))

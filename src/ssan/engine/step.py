@@ -84,8 +84,10 @@ def device_batch(batch: dict, device: torch.device, flip: torch.Tensor = None, c
         flip: optional B bool (CPU) mask of the images to mirror horizontally.
         channels_last: lay the images out channels-last (faster convolutions on CUDA).
     """
-    out = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) and "length" not in key else value
-           for key, value in batch.items()}
+    out = {
+        key: value.to(device, non_blocking=True) if torch.is_tensor(value) and "length" not in key else value
+        for key, value in batch.items()
+    }
     images = normalize_images(out["image"])
     if flip is not None:
         mask = flip.to(device, non_blocking=True)[:, None, None, None]

@@ -65,8 +65,9 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """``module`` with every BatchNorm replaced by a :class:`GlobalBatchNorm` sharing its parameters
     and buffers (the same tensor objects: an optimizer built before still holds the right ones)."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                    module.track_running_stats)
+        converted = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             converted.weight, converted.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -77,4 +78,3 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, convert_sync_batchnorm(child))
     return module
-

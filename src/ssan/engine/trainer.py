@@ -34,9 +34,10 @@ from ssan.engine import results as reports
 from ssan.engine.builders import ComponentBuilders
 from ssan.engine.checkpointer import CheckpointWriter
 from ssan.engine.hooks import Hook, HookList
+from ssan.engine.reports import RunReports
 from ssan.engine.runtime import training_runtime
 from ssan.engine.sampler import GlobalBatchSampler
-from ssan.engine.state import RunningLosses, best_model, restore_training_state, step_seed, training_state
+from ssan.engine.state import RunningLosses, restore_training_state, step_seed, training_state
 from ssan.engine.step import Precision, TrainStep, device_batch, device_generator, flip_mask
 from ssan.engine.sync_bn import convert_sync_batchnorm
 from ssan.errors import ConfigError, SsanError
@@ -49,7 +50,7 @@ class NonFiniteLoss(SsanError):
     """The loss became NaN or infinite; training stopped without applying that step."""
 
 
-class Trainer(ComponentBuilders):
+class Trainer(ComponentBuilders, RunReports):
     """Trains an SSAN model on a prepared dataset.
 
     Args:
@@ -63,9 +64,21 @@ class Trainer(ComponentBuilders):
         hooks: :class:`ssan.engine.hooks.Hook` instances.
     """
 
-    def __init__(self, config: Config, prepared, model: nn.Module, criterion: nn.Module,
-                 optimizer: torch.optim.Optimizer, scheduler, dataset, output_dir: Union[str, os.PathLike], *,
-                 device: Optional[torch.device] = None, resume: bool = False, hooks: Iterable[Hook] = ()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        prepared,
+        model: nn.Module,
+        criterion: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        dataset,
+        output_dir: Union[str, os.PathLike],
+        *,
+        device: Optional[torch.device] = None,
+        resume: bool = False,
+        hooks: Iterable[Hook] = (),
+    ) -> None:
         self.config, self.prepared, self.dataset = config, prepared, dataset
         self.dist = distributed.current()
         self.device = torch.device(device) if device is not None else resolve_device(None)
@@ -80,8 +93,13 @@ class Trainer(ComponentBuilders):
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.sampler = GlobalBatchSampler(len(dataset), config.data.batch_size, seed=config.train.seed,
-                                          rank=self.dist.rank, world_size=self.dist.world_size)
+        self.sampler = GlobalBatchSampler(
+            len(dataset),
+            config.data.batch_size,
+            seed=config.train.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
         self._check_batch()
         self.step_module: nn.Module = TrainStep(self.model, self.criterion)
         if self.dist.enabled:
@@ -108,14 +126,22 @@ class Trainer(ComponentBuilders):
 
     def _check_batch(self) -> None:
         if self.sampler.steps_per_epoch() == 0:
-            raise SsanError(f"batch size {self.config.data.batch_size} is larger than the {len(self.dataset)} "
-                            "training pairs; lower data.batch_size")
+            raise SsanError(
+                f"batch size {self.config.data.batch_size} is larger than the {len(self.dataset)} "
+                "training pairs; lower data.batch_size"
+            )
         model = self.config.model
-        if self.sampler.local_batch == 1 and model.parts and model.relation_norm == "per_part" and not (
-                self.config.train.sync_bn and self.dist.enabled):
-            raise ConfigError("a batch of 1 pair per process cannot train the relation module's per-part "
-                              "BatchNorm; raise data.batch_size, or set train.sync_bn=true under DDP, or "
-                              "model.relation_norm=shared (not the reference's module)")
+        if (
+            self.sampler.local_batch == 1
+            and model.parts
+            and model.relation_norm == "per_part"
+            and not (self.config.train.sync_bn and self.dist.enabled)
+        ):
+            raise ConfigError(
+                "a batch of 1 pair per process cannot train the relation module's per-part "
+                "BatchNorm; raise data.batch_size, or set train.sync_bn=true under DDP, or "
+                "model.relation_norm=shared (not the reference's module)"
+            )
 
     def loader(self) -> DataLoader:
         """The training loader, built once; its worker processes (``data.num_workers``) live across epochs."""
@@ -123,9 +149,15 @@ class Trainer(ComponentBuilders):
             from ssan.data import collate_batch
 
             workers = self.config.data.num_workers
-            self._loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler,
-                                      num_workers=workers, collate_fn=collate_batch,
-                                      pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+            self._loader = DataLoader(
+                self.dataset,
+                batch_size=self.sampler.local_batch,
+                sampler=self.sampler,
+                num_workers=workers,
+                collate_fn=collate_batch,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+            )
         return self._loader
 
     # ---------------------------------------------------------------- training
@@ -153,8 +185,9 @@ class Trainer(ComponentBuilders):
             row, improved = self._epoch_row(losses, seconds, steps, lr)
             self.history.append(row)
             self._save(improved)
-            distributed.run_on_main(lambda: reports.write_history(self.output_dir / "metrics.jsonl", self.history),
-                                    "writing metrics.jsonl")
+            distributed.run_on_main(
+                lambda: reports.write_history(self.output_dir / "metrics.jsonl", self.history), "writing metrics.jsonl"
+            )
             self.hooks.after_epoch(self, self.epoch - 1, row)
         results = self._final_results()
         self.hooks.after_train(self, results)
@@ -172,8 +205,14 @@ class Trainer(ComponentBuilders):
         running = RunningLosses(self.device, self._partial if start_step else None)
         self._partial = None
         started = time.perf_counter()
-        bar = tqdm(total=total, initial=start_step, desc=f"epoch {epoch + 1}/{self.config.optim.epochs}",
-                   disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=start_step,
+            desc=f"epoch {epoch + 1}/{self.config.optim.epochs}",
+            disable=not self.dist.is_main,
+            leave=False,
+            dynamic_ncols=True,
+        )
         step = start_step
         for batch in self.loader():
             self.hooks.before_step(self, epoch, step)
@@ -198,7 +237,7 @@ class Trainer(ComponentBuilders):
         flip = None
         if data.flip:
             rank, local = self.dist.rank, self.sampler.local_batch
-            flip = flip_mask(data.batch_size, torch.Generator().manual_seed(shared))[rank * local:(rank + 1) * local]
+            flip = flip_mask(data.batch_size, torch.Generator().manual_seed(shared))[rank * local : (rank + 1) * local]
         batch = device_batch(batch, self.device, flip, train.channels_last)
         gather = distributed.gather_with_grad if self.dist.enabled else StepInputs().gather
         inputs = StepInputs(epoch, device_generator(self.device, shared), gather)
@@ -209,59 +248,11 @@ class Trainer(ComponentBuilders):
         if not distributed.all_finite(terms["total"]):
             raise NonFiniteLoss(
                 f"the loss became non-finite ({terms['total'].item()}) at epoch {epoch + 1}, step {step + 1}; "
-                f"training stopped and the last good checkpoint {self.ckpt_dir / 'last.pt'} was left as it was")
+                f"training stopped and the last good checkpoint {self.ckpt_dir / 'last.pt'} was left as it was"
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {key: value.detach() for key, value in terms.items()}
-
-    # -------------------------------------------------------------- evaluation
-    def evaluate(self, split: str, model: Optional[nn.Module] = None) -> Optional[dict]:
-        """Figures of ``model`` (default: the trained one) on ``split``; every process takes part,
-        process 0 gets the results (the others None)."""
-        from ssan.evaluation import RetrievalEvaluator
-
-        if split not in self._evaluators:
-            data = self.config.data
-            self._evaluators[split] = RetrievalEvaluator(
-                self.prepared, split, height=data.height, width=data.width, max_length=data.max_length,
-                batch_size=data.eval_batch_size, num_workers=data.num_workers, progress=self.dist.is_main,
-                channels_last=self.config.train.channels_last)
-        model = model if model is not None else self.model
-        distributed.broadcast_buffers(model)  # every process evaluates a share with process 0's statistics
-        self.hooks.before_evaluation(self, split)
-        results = self._evaluators[split](model, self.device)  # in fp32
-        self.hooks.after_evaluation(self, split, results)
-        return results
-
-    def _epoch_row(self, losses: dict, seconds: float, steps: int, lr: float) -> tuple:
-        cfg = self.config
-        pairs = steps * cfg.data.batch_size
-        row = {"epoch": self.epoch, "lr": lr, "time_s": round(seconds, 3), "steps": steps,
-               "pairs_per_s": round(pairs / seconds, 2) if seconds > 0 else None}
-        row.update({f"loss/{key}": value for key, value in losses.items()})
-        improved = False
-        if self.epoch % max(1, cfg.train.eval_every) == 0 or self.epoch == cfg.optim.epochs:
-            splits = [self.select_split]
-            if cfg.train.test_every_epoch and self.select_split != "test" and "test" in self.prepared.splits:
-                splits.append("test")
-            for split in splits:
-                results = self.evaluate(split)
-                if split == "test":  # every process records it: the final figures may reuse it
-                    self._last_test = (self.epoch, results)
-                if results is not None:
-                    row.update(reports.flatten_metrics(split, results))
-                    improved = improved or (split == self.select_split and self._update_best(results))
-            self.best, improved = distributed.broadcast_object((self.best, improved))  # the same decisions everywhere
-        return row, improved
-
-    def _update_best(self, results: dict) -> bool:
-        cfg = self.config.train
-        value = reports.selection_value(results, cfg.select_term, cfg.select_metric)
-        if self.best is not None and value <= self.best["value"]:
-            return False
-        self.best = {"epoch": self.epoch, "split": self.select_split, "term": cfg.select_term,
-                     "metric": cfg.select_metric, "value": value}
-        return True
 
     def _save(self, improved: bool, step_in_epoch: int = 0) -> None:
         """``last.pt`` (and ``best.pt`` when ``improved``), written in the background by process 0;
@@ -274,21 +265,3 @@ class Trainer(ComponentBuilders):
             self.writer.save(files)
 
         distributed.run_on_main(save, "saving a checkpoint")
-
-    def _final_results(self) -> dict:
-        """Test figures of the last and the selected epoch and the reference's protocol, in ``results.json``."""
-        self.writer.wait()
-        tested = self._last_test is not None and self._last_test[0] == self.epoch  # the same weights
-        results: dict = {"selection": self.best, "epochs": self.epoch,
-                         "test_last": self._last_test[1] if tested else self.evaluate("test")}
-        if self.best is not None and self.select_split != "test":
-            best_is_last = self.best["epoch"] == self.epoch
-            results["test_selected"] = results["test_last"] if best_is_last else self.evaluate("test", best_model(self))
-            results["test_selected_label"] = f"epoch {self.best['epoch']} selected on {self.select_split}"
-        elif self.best is not None:
-            results["test_selected_label"] = (
-                f"epoch {self.best['epoch']} selected on the test split (the field's practice; optimistic)")
-        results["reference_protocol"] = reports.reference_protocol(self.history)
-        distributed.run_on_main(lambda: reports.write_results(self.output_dir / "results.json", results),
-                                "writing results.json")
-        return results

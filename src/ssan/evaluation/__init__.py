@@ -4,13 +4,7 @@ from ssan.evaluation._compiled import set_rank_kernel
 from ssan.evaluation.evaluator import RetrievalEvaluator, evaluate, evaluate_checkpoint
 from ssan.evaluation.metrics import DEFAULT_KS, RankMetricAccumulator, query_metrics, rank_metrics
 from ssan.evaluation.report import format_metrics_table
-from ssan.evaluation.retrieval import (
-    encode_gallery,
-    encode_queries,
-    evaluate_features,
-    resolve_device,
-    similarity_rows,
-)
+from ssan.evaluation.retrieval import encode_gallery, encode_queries, evaluate_features, resolve_device, similarity_rows
 
 __all__ = [
     "DEFAULT_KS",

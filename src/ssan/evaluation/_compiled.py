@@ -45,7 +45,9 @@ def _load() -> Optional[Callable]:
     probe = np.array([[0.5, 0.25, 0.5]], dtype=np.float32)
     ranks = np.zeros((1, 1), dtype=np.int64)
     try:
-        count_ranks(probe, 0, 1, np.array([[2]], dtype=np.int64), np.array([1], dtype=np.int64), ranks)  # compiles (or loads) here
+        count_ranks(
+            probe, 0, 1, np.array([[2]], dtype=np.int64), np.array([1], dtype=np.int64), ranks
+        )  # compiles (or loads) here
     except Exception as exc:
         log.warning("compiled rank kernel failed to build (%s: %s); using the NumPy path", type(exc).__name__, exc)
         return None
@@ -68,8 +70,10 @@ def kernel() -> Optional[Callable]:
         if "kernel" not in _state:
             _state["kernel"] = _load()
     if _state["kernel"] is None and choice == "numba":
-        raise RuntimeError("the numba rank kernel was asked for but Numba is not installed or cannot compile "
-                           "here (pip install 'ssan[fast]')")
+        raise RuntimeError(
+            "the numba rank kernel was asked for but Numba is not installed or cannot compile "
+            "here (pip install 'ssan[fast]')"
+        )
     return _state["kernel"]
 
 

@@ -18,17 +18,18 @@ import numba
 import numpy as np
 
 SPAN = 1 << 22  # items per float32 partial count (exact below 2**24)
-_OPTIONS = dict(nogil=True, boundscheck=False, error_model="numpy",
-                fastmath={"reassoc", "nsz", "arcp", "contract"})
+_OPTIONS = dict(nogil=True, boundscheck=False, error_model="numpy", fastmath={"reassoc", "nsz", "arcp", "contract"})
 
 
 def _jit(**extra):
     """``numba.njit`` caching compiled code on disk when a cache folder is writable."""
+
     def wrap(function):
         try:
             return numba.njit(cache=True, **_OPTIONS, **extra)(function)
         except RuntimeError:  # no writable cache location: compile in memory each process
             return numba.njit(**_OPTIONS, **extra)(function)
+
     return wrap
 
 

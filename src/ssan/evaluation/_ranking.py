@@ -102,7 +102,8 @@ def _numpy_block(scores: np.ndarray, positions: np.ndarray, query_index: np.ndar
     tied_rows, tied_cols = _any_true(flags).nonzero()
     if len(tied_rows):
         ranks[tied_rows, tied_cols] += _tie_breaks_np(
-            scores[tied_rows], thresholds[tied_rows, tied_cols], positions[tied_rows, tied_cols])
+            scores[tied_rows], thresholds[tied_rows, tied_cols], positions[tied_rows, tied_cols]
+        )
     return ranks
 
 
@@ -157,8 +158,15 @@ def _blocks(counts: torch.Tensor, num_gallery: int, budget: int, sort_above: int
     return blocks
 
 
-def match_ranks(scores: torch.Tensor, positions: torch.Tensor, counts: torch.Tensor, first_index: int,
-                sort_above: int, budget: int, workers: int) -> torch.Tensor:
+def match_ranks(
+    scores: torch.Tensor,
+    positions: torch.Tensor,
+    counts: torch.Tensor,
+    first_index: int,
+    sort_above: int,
+    budget: int,
+    workers: int,
+) -> torch.Tensor:
     """1-based ranks of every query's matches.
 
     Args:
@@ -190,14 +198,22 @@ def match_ranks(scores: torch.Tensor, positions: torch.Tensor, counts: torch.Ten
     else:
         for rows, width in blocks:
             index = torch.from_numpy(rows).to(scores.device)
-            chunk, pos = _float_rows(scores.index_select(0, index)), positions.index_select(0, index)[:, :width]
+            chunk, pos = (_float_rows(scores.index_select(0, index)), positions.index_select(0, index)[:, :width])
             rank_rows = _sorted_block if width > sort_above else _torch_block
             ranks[rows, :width] = rank_rows(chunk, pos, rows + first_index).cpu().numpy()
     return torch.from_numpy(ranks)
 
 
-def _compiled_ranks(count_ranks, array: np.ndarray, positions: np.ndarray, counts: np.ndarray,
-                    ranks: np.ndarray, first_index: int, sort_above: int, workers: int) -> None:
+def _compiled_ranks(
+    count_ranks,
+    array: np.ndarray,
+    positions: np.ndarray,
+    counts: np.ndarray,
+    ranks: np.ndarray,
+    first_index: int,
+    sort_above: int,
+    workers: int,
+) -> None:
     """Fill ``ranks`` of the rows with at most ``sort_above`` matches with the compiled kernel,
     contiguous ranges of rows on the thread pool."""
     positions = np.ascontiguousarray(positions, dtype=np.int64)
@@ -207,8 +223,9 @@ def _compiled_ranks(count_ranks, array: np.ndarray, positions: np.ndarray, count
     bounds = np.linspace(0, num_rows, pieces + 1).astype(np.int64).tolist()
     spans = list(zip(bounds[:-1], bounds[1:]))
     if len(spans) > 1:
-        bad = list(_pool(workers).map(lambda span: count_ranks(array, span[0], span[1], positions, light, ranks),
-                                      spans))
+        bad = list(
+            _pool(workers).map(lambda span: count_ranks(array, span[0], span[1], positions, light, ranks), spans)
+        )
     else:
         bad = [count_ranks(array, 0, num_rows, positions, light, ranks)]
     bad = [row for row in bad if row >= 0]
@@ -220,13 +237,14 @@ def _cpu_runner(array: np.ndarray, positions: np.ndarray, ranks: np.ndarray, fir
     def run(block: Tuple[np.ndarray, int]) -> None:
         rows, width = block
         contiguous = rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1))
-        chunk = array[rows[0]:rows[-1] + 1] if contiguous else array[rows]
+        chunk = array[rows[0] : rows[-1] + 1] if contiguous else array[rows]
         pos, names = positions[rows, :width], rows + first_index
         if width > sort_above:
             result = _sorted_block(torch.from_numpy(chunk), torch.from_numpy(pos), names).numpy()
         else:
             result = _numpy_block(chunk, pos, names)
         ranks[rows, :width] = result
+
     return run
 
 

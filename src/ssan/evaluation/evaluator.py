@@ -25,13 +25,7 @@ from ssan.data.transforms import build_transforms
 from ssan.devices import Device, resolve_device
 from ssan.errors import DataError
 from ssan.evaluation.metrics import DEFAULT_KS
-from ssan.evaluation.retrieval import (
-    _check_split,
-    encode_loader,
-    evaluate_features,
-    gallery_step,
-    query_step,
-)
+from ssan.evaluation.retrieval import _check_split, encode_loader, evaluate_features, gallery_step, query_step
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +44,24 @@ class RetrievalEvaluator:
         channels_last: feed the images channels-last.
     """
 
-    def __init__(self, prepared, split: str = "test", *, height: int = 384, width: int = 128,
-                 max_length: Optional[int] = None, batch_size: int = 128, num_workers: int = 0, vocab=None,
-                 i2t: bool = False, memory_budget_mb: float = 512, ks: Sequence[int] = DEFAULT_KS,
-                 progress: bool = True, persistent: bool = True, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        prepared,
+        split: str = "test",
+        *,
+        height: int = 384,
+        width: int = 128,
+        max_length: Optional[int] = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        vocab=None,
+        i2t: bool = False,
+        memory_budget_mb: float = 512,
+        ks: Sequence[int] = DEFAULT_KS,
+        progress: bool = True,
+        persistent: bool = True,
+        channels_last: bool = False,
+    ) -> None:
         _check_split(prepared, split)
         records = prepared.records(split)
         if not records:
@@ -64,22 +72,38 @@ class RetrievalEvaluator:
         self.records = records
         self.settings = {"i2t": i2t, "memory_budget_mb": memory_budget_mb, "ks": ks}
         self.progress, self.channels_last = progress, channels_last
-        self._loaders = _Loaders(records, self.queries, prepared.image_root, build_transforms(
-            height, width, train=False, uint8=True), self.max_length, batch_size, num_workers, persistent)
+        self._loaders = _Loaders(
+            records,
+            self.queries,
+            prepared.image_root,
+            build_transforms(height, width, train=False, uint8=True),
+            self.max_length,
+            batch_size,
+            num_workers,
+            persistent,
+        )
 
     def __call__(self, model: nn.Module, device: torch.device) -> Optional[dict]:
         """The figures (on process 0; None on the others). ``model`` is put back in its mode after."""
         model.to(device)
         pin = device.type == "cuda"
-        gallery = encode_loader(model, self._loaders.gallery(pin), "gallery", self.progress,
-                                gallery_step(device, self.channels_last), keep_on_device=True)
-        queries = encode_loader(model, self._loaders.queries(), "queries", self.progress, query_step(device),
-                                keep_on_device=True)
+        gallery = encode_loader(
+            model,
+            self._loaders.gallery(pin),
+            "gallery",
+            self.progress,
+            gallery_step(device, self.channels_last),
+            keep_on_device=True,
+        )
+        queries = encode_loader(
+            model, self._loaders.queries(), "queries", self.progress, query_step(device), keep_on_device=True
+        )
         gallery, queries = _gather(gallery, device), _gather(queries, device)
 
         def figures() -> dict:
-            results = evaluate_features(gallery["feats"], queries["feats"], queries["ids"], gallery["ids"],
-                                        device=device, **self.settings)
+            results = evaluate_features(
+                gallery["feats"], queries["feats"], queries["ids"], gallery["ids"], device=device, **self.settings
+            )
             extra = {"vocabulary": self.vocabulary_report} if self.vocabulary_report is not None else {}
             return {**results, "split": self.split, "dataset": self.prepared.name, **extra}
 
@@ -99,8 +123,13 @@ class _Loaders:
         if self._gallery is None:
             records, _, root, transform, _, batch, workers, persistent = self.args
             share = _share(records)
-            self._gallery = make_loader(GalleryDataset(share, root, transform), batch, num_workers=workers,
-                                        pin_memory=pin, persistent=persistent)
+            self._gallery = make_loader(
+                GalleryDataset(share, root, transform),
+                batch,
+                num_workers=workers,
+                pin_memory=pin,
+                persistent=persistent,
+            )
         return self._gallery
 
     def queries(self):
@@ -115,7 +144,7 @@ class _Loaders:
 def _share(items: List) -> List:
     """This process's contiguous share of ``items`` (all of them in a single process)."""
     info = distributed.current()
-    start, stop = (len(items) * info.rank) // info.world_size, (len(items) * (info.rank + 1)) // info.world_size
+    start, stop = ((len(items) * info.rank) // info.world_size, (len(items) * (info.rank + 1)) // info.world_size)
     return items[start:stop]
 
 
@@ -152,20 +181,39 @@ def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
 
     queries, report = reencode_records(records, prepared.vocab, vocab, max_length)
     if not queries:
-        raise DataError(f"no caption of {prepared.directory} has a word of the model's vocabulary "
-                        f"({len(vocab)} words)")
+        raise DataError(f"no caption of {prepared.directory} has a word of the model's vocabulary ({len(vocab)} words)")
     if not report["exact"]:
-        log.warning("%s was prepared before caption words were kept: words unknown to its own vocabulary are "
-                    "lost; re-run `ssan prepare` for an exact cross-domain evaluation", prepared.directory)
-    log.info("cross-vocabulary evaluation: %d of %d query words unknown to the model (dropped), %d caption(s) "
-             "left without a word", report["unknown_words"], report["query_words"], report["dropped_captions"])
+        log.warning(
+            "%s was prepared before caption words were kept: words unknown to its own vocabulary are "
+            "lost; re-run `ssan prepare` for an exact cross-domain evaluation",
+            prepared.directory,
+        )
+    log.info(
+        "cross-vocabulary evaluation: %d of %d query words unknown to the model (dropped), %d caption(s) "
+        "left without a word",
+        report["unknown_words"],
+        report["query_words"],
+        report["dropped_captions"],
+    )
     return queries, report
 
 
-def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = None, batch_size: int = 128,
-             num_workers: int = 0, i2t: bool = False, height: int = 384, width: int = 128,
-             max_length: Optional[int] = None, memory_budget_mb: float = 512, ks: Sequence[int] = DEFAULT_KS,
-             progress: bool = True, vocab=None) -> dict:
+def evaluate(
+    model: nn.Module,
+    prepared,
+    split: str = "test",
+    device: Device = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    i2t: bool = False,
+    height: int = 384,
+    width: int = 128,
+    max_length: Optional[int] = None,
+    memory_budget_mb: float = 512,
+    ks: Sequence[int] = DEFAULT_KS,
+    progress: bool = True,
+    vocab=None,
+) -> dict:
     """Evaluate ``model`` on one split of a prepared dataset, once (see :class:`RetrievalEvaluator`).
 
     Args:
@@ -184,15 +232,34 @@ def evaluate(model: nn.Module, prepared, split: str = "test", device: Device = N
         ``"vocabulary"`` (what re-encoding the queries did) when ``vocab`` differs.
     """
     evaluator = RetrievalEvaluator(
-        prepared, split, height=height, width=width, max_length=max_length, batch_size=batch_size,
-        num_workers=num_workers, vocab=vocab, i2t=i2t, memory_budget_mb=memory_budget_mb, ks=ks,
-        progress=progress, persistent=False)
+        prepared,
+        split,
+        height=height,
+        width=width,
+        max_length=max_length,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        vocab=vocab,
+        i2t=i2t,
+        memory_budget_mb=memory_budget_mb,
+        ks=ks,
+        progress=progress,
+        persistent=False,
+    )
     return evaluator(model, resolve_device(device))
 
 
-def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, Path], split: str = "test",
-                        device: Device = None, i2t: bool = False, batch_size: Optional[int] = None,
-                        num_workers: int = 0, memory_budget_mb: float = 512, progress: bool = True) -> dict:
+def evaluate_checkpoint(
+    checkpoint_path: Union[str, Path],
+    data_dir: Union[str, Path],
+    split: str = "test",
+    device: Device = None,
+    i2t: bool = False,
+    batch_size: Optional[int] = None,
+    num_workers: int = 0,
+    memory_budget_mb: float = 512,
+    progress: bool = True,
+) -> dict:
     """Load a checkpoint and evaluate it on a prepared dataset, in one call.
 
     The image size, caption length and evaluation batch size come from the checkpoint's config.
@@ -212,10 +279,18 @@ def evaluate_checkpoint(checkpoint_path: Union[str, Path], data_dir: Union[str, 
     model, vocab, info = load_model(checkpoint_path, device=device)
     data_config = (info.get("config") or {}).get("data", {})
     results = evaluate(
-        model, prepared, split=split, device=device, i2t=i2t, num_workers=num_workers,
+        model,
+        prepared,
+        split=split,
+        device=device,
+        i2t=i2t,
+        num_workers=num_workers,
         batch_size=batch_size or int(data_config.get("eval_batch_size", 128)),
-        height=int(data_config.get("height", 384)), width=int(data_config.get("width", 128)),
-        max_length=int(data_config.get("max_length", 100)), memory_budget_mb=memory_budget_mb,
-        progress=progress, vocab=vocab,
+        height=int(data_config.get("height", 384)),
+        width=int(data_config.get("width", 128)),
+        max_length=int(data_config.get("max_length", 100)),
+        memory_budget_mb=memory_budget_mb,
+        progress=progress,
+        vocab=vocab,
     )
     return {**results, "checkpoint": str(checkpoint_path), "epoch": info.get("epoch")}

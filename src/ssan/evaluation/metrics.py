@@ -113,13 +113,17 @@ def query_metrics(ranks: torch.Tensor, counts: torch.Tensor) -> Dict[str, torch.
     ranks = torch.where(valid, ranks, torch.iinfo(torch.long).max).sort(1).values
     precision = torch.where(valid, k[None, :].double() / ranks.double(), 0.0)
     last = ranks.gather(1, (counts - 1)[:, None])[:, 0]
-    return {"first_rank": ranks[:, 0], "ap": precision.sum(1) / counts.double(),
-            "ap_trapezoid": trapezoid_ap(ranks, counts, valid, precision),
-            "inp": counts.double() / last.double()}
+    return {
+        "first_rank": ranks[:, 0],
+        "ap": precision.sum(1) / counts.double(),
+        "ap_trapezoid": trapezoid_ap(ranks, counts, valid, precision),
+        "inp": counts.double() / last.double(),
+    }
 
 
-def trapezoid_ap(ranks: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor,
-                 precision: torch.Tensor) -> torch.Tensor:
+def trapezoid_ap(
+    ranks: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor, precision: torch.Tensor
+) -> torch.Tensor:
     """The SSAN reference's trapezoid-interpolated AP, per query.
 
     Its ``calculate_ap``: for the i-th match (0-based) at 0-based position p_i,
@@ -155,8 +159,13 @@ class RankMetricAccumulator:
         metrics = acc.evaluate()  # {"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}
     """
 
-    def __init__(self, ks: Sequence[int] = DEFAULT_KS, sort_above: Optional[int] = None,
-                 block_elements: Optional[int] = None, workers: Optional[int] = None):
+    def __init__(
+        self,
+        ks: Sequence[int] = DEFAULT_KS,
+        sort_above: Optional[int] = None,
+        block_elements: Optional[int] = None,
+        workers: Optional[int] = None,
+    ):
         self.ks = _check_ks(ks)
         self.sort_above = None if sort_above is None else int(sort_above)
         self.block_elements = None if block_elements is None else max(1, int(block_elements))
@@ -190,8 +199,10 @@ class RankMetricAccumulator:
         groups = self._gallery(gallery_ids, scores.device)
         queries = _check_ids(as_tensor(query_ids, "query_ids"), "query_ids").to(scores.device)
         if scores.shape != (len(queries), len(groups.ids)):
-            raise ValueError(f"similarity has shape {tuple(scores.shape)} but there are {len(queries)} "
-                             f"queries and {len(groups.ids)} gallery items")
+            raise ValueError(
+                f"similarity has shape {tuple(scores.shape)} but there are {len(queries)} "
+                f"queries and {len(groups.ids)} gallery items"
+            )
         if len(queries) == 0:
             return
         positions, counts = groups.matches(queries, self.num_queries)
@@ -211,8 +222,15 @@ class RankMetricAccumulator:
 
     def _ranks(self, scores: torch.Tensor, positions: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         sort_above, budget = self._settings(scores.device)
-        return match_ranks(scores, positions, counts, self.num_queries, sort_above=sort_above,
-                           budget=budget, workers=self.workers or torch.get_num_threads())
+        return match_ranks(
+            scores,
+            positions,
+            counts,
+            self.num_queries,
+            sort_above=sort_above,
+            budget=budget,
+            workers=self.workers or torch.get_num_threads(),
+        )
 
     def per_query(self) -> Dict[str, torch.Tensor]:
         """Per-query figures so far: ``first_rank``, ``ap``, ``ap_trapezoid``, ``inp``, ``num_matches`` (CPU)."""
@@ -239,8 +257,9 @@ class RankMetricAccumulator:
         return out
 
 
-def rank_metrics(similarity, query_ids, gallery_ids, ks: Sequence[int] = DEFAULT_KS,
-                 chunk_size: Optional[int] = None) -> Dict[str, float]:
+def rank_metrics(
+    similarity, query_ids, gallery_ids, ks: Sequence[int] = DEFAULT_KS, chunk_size: Optional[int] = None
+) -> Dict[str, float]:
     """Rank-k, mAP and mINP (percent) of a query x gallery score matrix.
 
     Args:
@@ -269,5 +288,5 @@ def rank_metrics(similarity, query_ids, gallery_ids, ks: Sequence[int] = DEFAULT
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     accumulator = RankMetricAccumulator(ks)
     for start in range(0, scores.shape[0], step):
-        accumulator.process(scores[start:start + step], queries[start:start + step], gallery_ids)
+        accumulator.process(scores[start : start + step], queries[start : start + step], gallery_ids)
     return accumulator.evaluate()

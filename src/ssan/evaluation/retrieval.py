@@ -32,7 +32,6 @@ from ssan.models.similarity import feature_terms, flatten_features
 log = logging.getLogger(__name__)
 
 
-
 def _features(outputs: dict, keep_on_device: bool) -> Dict[str, torch.Tensor]:
     feats = {term: outputs[term].float() for term in feature_terms(outputs)}
     return feats if keep_on_device else {term: value.cpu() for term, value in feats.items()}
@@ -87,9 +86,17 @@ def query_step(device: torch.device):
     return step
 
 
-def encode_gallery(model: nn.Module, records: Sequence[dict], image_root: Union[str, Path], transform,
-                   device: Device = None, batch_size: int = 128, num_workers: int = 0, progress: bool = True,
-                   keep_on_device: bool = False) -> dict:
+def encode_gallery(
+    model: nn.Module,
+    records: Sequence[dict],
+    image_root: Union[str, Path],
+    transform,
+    device: Device = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: bool = True,
+    keep_on_device: bool = False,
+) -> dict:
     """Encode every image of ``records`` once.
 
     Args:
@@ -105,14 +112,25 @@ def encode_gallery(model: nn.Module, records: Sequence[dict], image_root: Union[
     from ssan.data import GalleryDataset, make_loader
 
     device = resolve_device(device)
-    loader = make_loader(GalleryDataset(records, image_root, transform), batch_size, num_workers=num_workers,
-                         pin_memory=device.type == "cuda")
+    loader = make_loader(
+        GalleryDataset(records, image_root, transform),
+        batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     return encode_loader(model, loader, "gallery", progress, gallery_step(device), keep_on_device)
 
 
-def encode_queries(model: nn.Module, records: Sequence[dict], device: Device = None, batch_size: int = 128,
-                   num_workers: int = 0, max_length: int = 100, progress: bool = True,
-                   keep_on_device: bool = False) -> dict:
+def encode_queries(
+    model: nn.Module,
+    records: Sequence[dict],
+    device: Device = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    max_length: int = 100,
+    progress: bool = True,
+    keep_on_device: bool = False,
+) -> dict:
     """Encode every caption of ``records`` once (one query per caption, in record order).
 
     Returns:
@@ -132,13 +150,19 @@ def similarity_rows(num_columns: int, memory_budget_mb: float, itemsize: int = 4
     return max(1, int(memory_budget_mb * 2**20) // max(1, num_columns * itemsize))
 
 
-def _direction_metrics(queries: torch.Tensor, gallery: torch.Tensor, query_ids: torch.Tensor,
-                       gallery_ids: torch.Tensor, rows: int, ks: Sequence[int]) -> Dict[str, float]:
+def _direction_metrics(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    query_ids: torch.Tensor,
+    gallery_ids: torch.Tensor,
+    rows: int,
+    ks: Sequence[int],
+) -> Dict[str, float]:
     """Metrics of ``queries @ gallery.T`` computed ``rows`` query rows at a time."""
     accumulator = RankMetricAccumulator(ks)
     for start in range(0, len(queries), rows):
-        scores = queries[start:start + rows] @ gallery.T
-        accumulator.process(scores, query_ids[start:start + rows], gallery_ids)
+        scores = queries[start : start + rows] @ gallery.T
+        accumulator.process(scores, query_ids[start : start + rows], gallery_ids)
     return accumulator.evaluate()
 
 
@@ -153,9 +177,17 @@ def _resolve_terms(image_feats: dict, text_feats: dict, terms: Optional[Sequence
     return chosen
 
 
-def evaluate_features(image_feats: dict, text_feats: dict, query_ids, gallery_ids,
-                      terms: Optional[Sequence[str]] = None, i2t: bool = False, memory_budget_mb: float = 512,
-                      ks: Sequence[int] = DEFAULT_KS, device: Device = None) -> dict:
+def evaluate_features(
+    image_feats: dict,
+    text_feats: dict,
+    query_ids,
+    gallery_ids,
+    terms: Optional[Sequence[str]] = None,
+    i2t: bool = False,
+    memory_budget_mb: float = 512,
+    ks: Sequence[int] = DEFAULT_KS,
+    device: Device = None,
+) -> dict:
     """Rank metrics per feature term and for their sum, from encoded features.
 
     Args:
@@ -188,14 +220,17 @@ def evaluate_features(image_feats: dict, text_feats: dict, query_ids, gallery_id
             continue
         text, image = flatten_features(text_feats, group), flatten_features(image_feats, group)
         directions["t2i"][name] = _direction_metrics(
-            text, image, query_ids, gallery_ids, similarity_rows(len(image), memory_budget_mb), ks)
+            text, image, query_ids, gallery_ids, similarity_rows(len(image), memory_budget_mb), ks
+        )
         if i2t:
             directions["i2t"][name] = _direction_metrics(
-                image, text, gallery_ids, query_ids, similarity_rows(len(text), memory_budget_mb), ks)
+                image, text, gallery_ids, query_ids, similarity_rows(len(text), memory_budget_mb), ks
+            )
     return {**directions, "num_queries": len(query_ids), "num_gallery": len(gallery_ids)}
 
 
 def _check_split(prepared, split: str) -> None:
     if split not in prepared.splits:
-        raise DataError(f"split {split!r} is not in {prepared.directory}; "
-                        f"available splits: {', '.join(prepared.splits) or 'none'}")
+        raise DataError(
+            f"split {split!r} is not in {prepared.directory}; available splits: {', '.join(prepared.splits) or 'none'}"
+        )

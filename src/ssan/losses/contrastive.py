@@ -55,9 +55,12 @@ class InfoNCETerm(LossTerm):
         labels = step.gather(batch["label"])
         return {
             feature: multi_positive_info_nce(
-                cosine_matrix(step.gather(outputs["image"][feature].flatten(1)),
-                              step.gather(outputs["text"][feature].flatten(1))),
-                labels, self.temperature)
+                cosine_matrix(
+                    step.gather(outputs["image"][feature].flatten(1)), step.gather(outputs["text"][feature].flatten(1))
+                ),
+                labels,
+                self.temperature,
+            )
             for feature in present_features(outputs, self.context)
         }
 

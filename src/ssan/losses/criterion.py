@@ -35,19 +35,25 @@ class SSANCriterion(nn.Module):
         super().__init__()
         known = {f.name for f in dataclasses.fields(LossConfig)}
         if set(fields) - known:
-            raise ConfigError(f"unknown loss setting {sorted(set(fields) - known)[0]!r}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown loss setting {sorted(set(fields) - known)[0]!r}; valid: {', '.join(sorted(known))}"
+            )
         config = dataclasses.replace(config or LossConfig(), **fields)
         self.context = context
         unused = sorted(set(config.options) - set(config.terms))
         if unused:
-            raise ConfigError(f"loss.options names {unused[0]!r}, which is not in loss.terms ({', '.join(config.terms)})")
+            raise ConfigError(
+                f"loss.options names {unused[0]!r}, which is not in loss.terms ({', '.join(config.terms)})"
+            )
         self.weights = {name: float(weight) for name, weight in config.terms.items() if weight}
         if not self.weights:
             raise ConfigError("loss.terms gives every term weight 0: nothing to train")
-        self.terms = nn.ModuleDict({
-            name: LOSS_TERMS.get(name).from_config(context, config, dict(config.options.get(name) or {}))
-            for name in self.weights
-        })
+        self.terms = nn.ModuleDict(
+            {
+                name: LOSS_TERMS.get(name).from_config(context, config, dict(config.options.get(name) or {}))
+                for name in self.weights
+            }
+        )
         self.feature_weights = {"global": 1.0, "parts": config.part_weight, "relation": config.part_weight}
 
     def forward(self, outputs: dict, batch: dict, step: Optional[StepInputs] = None) -> dict:
@@ -75,13 +81,18 @@ class SSANCriterion(nn.Module):
 
 def upgrade_state_dict(state: dict) -> dict:
     """A criterion state dict of ssan 0.1 (``identity.<feature>.*``) in today's key layout."""
-    return {(f"terms.id.classifiers.{key[len('identity.'):]}" if key.startswith("identity.") else key): value
-            for key, value in state.items()}
+    return {
+        (f"terms.id.classifiers.{key[len('identity.') :]}" if key.startswith("identity.") else key): value
+        for key, value in state.items()
+    }
 
 
 def build_criterion(config: LossConfig, num_classes: int, model_config) -> SSANCriterion:
     """The criterion for a model of ``model_config`` (a :class:`ssan.config.ModelConfig`) and ``num_classes``."""
-    context = LossContext(num_classes=num_classes, num_parts=model_config.num_parts,
-                          embed_dim=model_config.embed_dim, parts=model_config.parts)
+    context = LossContext(
+        num_classes=num_classes,
+        num_parts=model_config.num_parts,
+        embed_dim=model_config.embed_dim,
+        parts=model_config.parts,
+    )
     return SSANCriterion(context, config)
-

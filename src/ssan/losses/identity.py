@@ -66,13 +66,17 @@ class IdentityTerm(LossTerm):
     def __init__(self, context: LossContext) -> None:
         super().__init__(context)
         parts = {"global": 1, "parts": context.num_parts, "relation": context.num_parts}
-        self.classifiers = nn.ModuleDict({
-            feature: IdentityLoss(context.num_classes, width, parts[feature])
-            for feature, width in context.features().items()
-        })
+        self.classifiers = nn.ModuleDict(
+            {
+                feature: IdentityLoss(context.num_classes, width, parts[feature])
+                for feature, width in context.features().items()
+            }
+        )
 
     def forward(self, outputs: dict, batch: dict, step: StepInputs) -> Dict[str, torch.Tensor]:
         """A per-process mean: under DDP, the gradient average makes it the global batch's mean."""
         labels = batch["label"]
-        return {feature: self.classifiers[feature](outputs["image"][feature], outputs["text"][feature], labels)
-                for feature in present_features(outputs, self.context)}
+        return {
+            feature: self.classifiers[feature](outputs["image"][feature], outputs["text"][feature], labels)
+            for feature in present_features(outputs, self.context)
+        }

@@ -47,8 +47,9 @@ def _uniform_pick(candidates: torch.Tensor, generator: Optional[torch.Generator]
     return noise.masked_fill(~candidates, -1.0).argmax(dim=1)
 
 
-def _fallback_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor,
-                    active: Optional[torch.Tensor]) -> torch.Tensor:
+def _fallback_hinge(
+    sim: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, active: Optional[torch.Tensor]
+) -> torch.Tensor:
     """The reference's triplet for a direction in which no anchor found a semi-hard negative.
 
     Reference ``RankingLoss.get_triplets``: when its loop over anchors collected no triplet it
@@ -70,9 +71,13 @@ def _fallback_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: torch.Tens
     return torch.where(valid, hinge, torch.zeros_like(hinge))
 
 
-def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[float, torch.Tensor],
-                    active: Optional[torch.Tensor] = None,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def semi_hard_hinge(
+    sim: torch.Tensor,
+    labels: torch.Tensor,
+    margins: Union[float, torch.Tensor],
+    active: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """Summed hinge over row anchors, one random semi-hard negative each.
 
     Args:
@@ -90,8 +95,7 @@ def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[floa
     labels = labels.to(sim.device)
     scores = sim.detach()
     positive = scores.diagonal()[:, None]
-    candidates = ((labels[:, None] != labels[None, :]) & (scores > positive - margins[:, None])
-                  & (scores < positive))
+    candidates = (labels[:, None] != labels[None, :]) & (scores > positive - margins[:, None]) & (scores < positive)
     if active is not None:
         active = active.to(sim.device)
         candidates = candidates & active[:, None]
@@ -104,16 +108,22 @@ def semi_hard_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[floa
     return torch.where(has_negative.any(), mined, mined + fallback)
 
 
-def bidirectional_hinge(sim: torch.Tensor, labels: torch.Tensor, margins: Union[float, torch.Tensor],
-                        active: Optional[torch.Tensor] = None,
-                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def bidirectional_hinge(
+    sim: torch.Tensor,
+    labels: torch.Tensor,
+    margins: Union[float, torch.Tensor],
+    active: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """Image-anchor (rows) plus text-anchor (columns) semi-hard hinge of ``sim`` (B x B)."""
-    return (semi_hard_hinge(sim, labels, margins, active, generator)
-            + semi_hard_hinge(sim.T, labels, margins, active, generator))
+    return semi_hard_hinge(sim, labels, margins, active, generator) + semi_hard_hinge(
+        sim.T, labels, margins, active, generator
+    )
 
 
-def weak_margins(sim: torch.Tensor, weak_sim: torch.Tensor, margin: float, epoch: int,
-                 warmup_epochs: int, skip: float) -> tuple:
+def weak_margins(
+    sim: torch.Tensor, weak_sim: torch.Tensor, margin: float, epoch: int, warmup_epochs: int, skip: float
+) -> tuple:
     """Per-pair weak margins and the mask of pairs kept: ``(margins B, active B)``."""
     size = sim.size(0)
     if epoch < warmup_epochs:
@@ -125,9 +135,17 @@ def weak_margins(sim: torch.Tensor, weak_sim: torch.Tensor, margin: float, epoch
     return margins, margins >= skip
 
 
-def compound_ranking_loss(sim: torch.Tensor, weak_sim: torch.Tensor, labels: torch.Tensor, epoch: int,
-                          margin: float = 0.2, beta: float = 0.1, weak_warmup_epochs: int = 5,
-                          weak_skip: float = 0.16, generator: Optional[torch.Generator] = None) -> dict:
+def compound_ranking_loss(
+    sim: torch.Tensor,
+    weak_sim: torch.Tensor,
+    labels: torch.Tensor,
+    epoch: int,
+    margin: float = 0.2,
+    beta: float = 0.1,
+    weak_warmup_epochs: int = 5,
+    weak_skip: float = 0.16,
+    generator: Optional[torch.Generator] = None,
+) -> dict:
     """CR loss on precomputed cosine matrices.
 
     Args:
@@ -154,8 +172,14 @@ class CompoundRankingTerm(LossTerm):
         margin, beta, weak_warmup_epochs, weak_skip: see the module docstring.
     """
 
-    def __init__(self, context: LossContext, margin: float = 0.2, beta: float = 0.1,
-                 weak_warmup_epochs: int = 5, weak_skip: float = 0.16) -> None:
+    def __init__(
+        self,
+        context: LossContext,
+        margin: float = 0.2,
+        beta: float = 0.1,
+        weak_warmup_epochs: int = 5,
+        weak_skip: float = 0.16,
+    ) -> None:
         super().__init__(context)
         self.margin = margin
         self.beta = beta
@@ -164,8 +188,13 @@ class CompoundRankingTerm(LossTerm):
 
     @classmethod
     def from_config(cls, context: LossContext, config, options: dict) -> CompoundRankingTerm:
-        settings = {"margin": config.margin, "beta": config.beta, "weak_warmup_epochs": config.weak_warmup_epochs,
-                    "weak_skip": config.weak_skip, **options}
+        settings = {
+            "margin": config.margin,
+            "beta": config.beta,
+            "weak_warmup_epochs": config.weak_warmup_epochs,
+            "weak_skip": config.weak_skip,
+            **options,
+        }
         return super().from_config(context, config, settings)
 
     def forward(self, outputs: dict, batch: dict, step: StepInputs) -> Dict[str, torch.Tensor]:
@@ -173,12 +202,24 @@ class CompoundRankingTerm(LossTerm):
         labels = step.gather(batch["label"])
         losses = {}
         for feature in present_features(outputs, self.context):
-            image, text, weak = (step.gather(outputs[key][feature].flatten(1)) for key in ("image", "text", "weak_text"))
+            image, text, weak = (
+                step.gather(outputs[key][feature].flatten(1)) for key in ("image", "text", "weak_text")
+            )
             losses[feature] = compound_ranking_loss(
-                cosine_matrix(image, text), cosine_matrix(image, weak), labels, step.epoch, self.margin, self.beta,
-                self.weak_warmup_epochs, self.weak_skip, step.generator)["loss"]
+                cosine_matrix(image, text),
+                cosine_matrix(image, weak),
+                labels,
+                step.epoch,
+                self.margin,
+                self.beta,
+                self.weak_warmup_epochs,
+                self.weak_skip,
+                step.generator,
+            )["loss"]
         return losses
 
     def extra_repr(self) -> str:
-        return (f"margin={self.margin}, beta={self.beta}, weak_warmup_epochs={self.weak_warmup_epochs}, "
-                f"weak_skip={self.weak_skip}")
+        return (
+            f"margin={self.margin}, beta={self.beta}, weak_warmup_epochs={self.weak_warmup_epochs}, "
+            f"weak_skip={self.weak_skip}"
+        )

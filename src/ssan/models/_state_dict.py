@@ -14,6 +14,6 @@ def strip_prefixes(state_dict: dict) -> dict:
             stripped = False
             for prefix in PREFIXES:
                 if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
+                    key, stripped = key[len(prefix) :], True
         cleaned[key] = value
     return cleaned

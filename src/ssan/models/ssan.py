@@ -94,11 +94,11 @@ class SSAN(nn.Module):
 
         ``weak_text`` is present when the batch has ``weak_tokens``/``weak_lengths``.
         """
-        out = {"image": self.encode_image(batch["image"]),
-               "text": self.encode_text(batch["tokens"], batch["lengths"])}
+        out = {"image": self.encode_image(batch["image"]), "text": self.encode_text(batch["tokens"], batch["lengths"])}
         if "weak_tokens" in batch:
             out["weak_text"] = self.encode_text(batch["weak_tokens"], batch["weak_lengths"])
         return out
+
 
 def normalise_arch(arch: dict) -> dict:
     """``arch`` with the fields that older versions did not record filled in as those versions built them.
@@ -123,11 +123,8 @@ def _check_arguments(vocab_size: int, config: ModelConfig) -> None:
     if vocab_size < 2:
         raise ArchitectureError(f"vocab_size must be at least 2 (padding plus one word), got {vocab_size}")
     if config.embed_dim < 2 or config.embed_dim % 2:
-        raise ArchitectureError(
-            f"embed_dim must be even (relation features are embed_dim/2), got {config.embed_dim}")
+        raise ArchitectureError(f"embed_dim must be even (relation features are embed_dim/2), got {config.embed_dim}")
     if config.parts and config.num_parts < 2:
-        raise ArchitectureError(
-            f"num_parts must be at least 2 for the part relation module, got {config.num_parts}")
+        raise ArchitectureError(f"num_parts must be at least 2 for the part relation module, got {config.num_parts}")
     if config.relation_norm not in RELATION_NORMS:
-        raise ArchitectureError(
-            f"unknown relation_norm {config.relation_norm!r}; valid: {', '.join(RELATION_NORMS)}")
+        raise ArchitectureError(f"unknown relation_norm {config.relation_norm!r}; valid: {', '.join(RELATION_NORMS)}")

@@ -18,8 +18,10 @@ def as_cpu_lengths(lengths: Union[torch.Tensor, list], max_length: int) -> torch
     if lengths.dim() != 1 or lengths.numel() == 0:
         raise ValueError(f"lengths must be a non-empty 1-D tensor, got shape {tuple(lengths.shape)}")
     if int(lengths.min()) < 1 or int(lengths.max()) > max_length:
-        raise ValueError(f"caption lengths must lie in 1..{max_length} (token columns), got "
-                         f"{int(lengths.min())}..{int(lengths.max())}")
+        raise ValueError(
+            f"caption lengths must lie in 1..{max_length} (token columns), got "
+            f"{int(lengths.min())}..{int(lengths.max())}"
+        )
     return lengths
 
 
@@ -51,8 +53,9 @@ class TextEncoder(nn.Module):
         parts: build the part-path table (False for the global-only ablation).
     """
 
-    def __init__(self, vocab_size: int, word_dim: int, hidden_dim: int, dropout: float = 0.3,
-                 parts: bool = True) -> None:
+    def __init__(
+        self, vocab_size: int, word_dim: int, hidden_dim: int, dropout: float = 0.3, parts: bool = True
+    ) -> None:
         super().__init__()
         self.global_embedding = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         self.part_embedding = nn.Embedding(vocab_size, word_dim, padding_idx=0) if parts else None
@@ -84,8 +87,9 @@ class TextEncoder(nn.Module):
 
 
 def _cpu_half_autocast(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and \
-        torch.get_autocast_dtype("cpu") == torch.float16
+    return (
+        x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
+    )
 
 
 def _lstm_autocast(x: torch.Tensor):

@@ -145,8 +145,9 @@ def _protect(app: FastAPI, security: Security, max_body_bytes: int) -> None:
         app.add_middleware(AuditMiddleware, audit=security.audit)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     if security.tokens is not None:
-        app.add_middleware(AuthMiddleware, tokens=security.tokens, throttle=security.throttle,
-                           cookie_name=security.cookie_name)
+        app.add_middleware(
+            AuthMiddleware, tokens=security.tokens, throttle=security.throttle, cookie_name=security.cookie_name
+        )
     app.add_middleware(HostOriginMiddleware, allowed_hosts=security.allowed_hosts)
     app.add_middleware(HeadersMiddleware, headers=_SECURITY_HEADERS)  # outermost: every refusal gets them too
 
@@ -179,9 +180,7 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
             serves without authentication).
         max_body_bytes: larger request bodies get 413 before any route runs.
     """
-    app = FastAPI(
-        title="ssan search", description="Search a gallery of person images with a free-text description."
-    )
+    app = FastAPI(title="ssan search", description="Search a gallery of person images with a free-text description.")
     _protect(app, security, max_body_bytes)
     if security.tokens is not None:
         app.openapi = _openapi_with_bearer(app)

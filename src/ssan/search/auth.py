@@ -152,13 +152,9 @@ class AuthMiddleware:
         headers = [_CHALLENGE, ("Cache-Control", "no-store")]
         if presented is not None:
             delay = self.throttle.failed(client)
-            log.info(
-                "wrong token (%s) from %s for %s %s", presented[0], client, scope["method"], scope["path"]
-            )
+            log.info("wrong token (%s) from %s for %s %s", presented[0], client, scope["method"], scope["path"])
             if presented[0] == "cookie":  # a cookie of an earlier run of the service: forget it
-                headers.append(
-                    _cookie_header(self.cookie_name, "", scope.get("scheme") == "https", clear=True)
-                )
+                headers.append(_cookie_header(self.cookie_name, "", scope.get("scheme") == "https", clear=True))
             await asyncio.sleep(delay)
         accept = _header(scope, b"accept") or b""
         if scope["method"] == "GET" and b"text/html" in accept:

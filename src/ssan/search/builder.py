@@ -179,12 +179,14 @@ def build_index(
         return None
     skipped = refused + encoded["failed"]
     warn_skipped(skipped)
-    return _assemble(out_dir, existing, info, encoders, new, encoded, source, captions, skipped, spec,
-                     recall_queries, seed)
+    return _assemble(
+        out_dir, existing, info, encoders, new, encoded, source, captions, skipped, spec, recall_queries, seed
+    )
 
 
-def _assemble(out_dir, existing, info, encoders, new, encoded, source, captions, skipped, spec,
-              recall_queries, seed) -> GalleryIndex:
+def _assemble(
+    out_dir, existing, info, encoders, new, encoded, source, captions, skipped, spec, recall_queries, seed
+) -> GalleryIndex:
     new_entries = [new[i] for i in encoded["kept"]]
     if existing is None and not new_entries:
         raise GalleryIndexError(f"no readable images in the gallery ({len(skipped)} skipped); nothing to index")
@@ -206,8 +208,13 @@ def _assemble(out_dir, existing, info, encoders, new, encoded, source, captions,
         queries, kind = recall_sample(existing, encoders, info, captions, features, recall_queries, seed)
         index.queries = queries
         meta["index"].update({"recall@10": measure_recall(index, queries), "recall_queries": kind})
-        log.debug("%s index: recall@10 = %.4f against the exact index (%d queries: %s)",
-                  spec.kind, meta["index"]["recall@10"], len(queries), kind)
+        log.debug(
+            "%s index: recall@10 = %.4f against the exact index (%d queries: %s)",
+            spec.kind,
+            meta["index"]["recall@10"],
+            len(queries),
+            kind,
+        )
     index.save(out_dir)
     log.debug("indexed %d image(s) into %s (%s, width %d)", len(entries), out_dir, spec.kind, layout["dim"])
     return index

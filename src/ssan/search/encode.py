@@ -68,12 +68,7 @@ def layout_of(feats: dict) -> dict:
 
 
 def encode_images(
-    encoders,
-    paths: Sequence[Path],
-    transform,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    progress: bool = True,
+    encoders, paths: Sequence[Path], transform, batch_size: int = 64, num_workers: int = 0, progress: bool = True
 ) -> dict:
     """Encode image files into flat vectors.
 

@@ -127,9 +127,14 @@ def load_encoders(
     encoders = OnnxEncoders(onnx_dir, device=device, threads=threads)
     meta = encoders.meta
     info = EncoderInfo(
-        fingerprint=meta["fingerprint"], vocab=Vocabulary(meta["vocab"]), height=int(meta["input"]["height"]),
-        width=int(meta["input"]["width"]), max_length=int(meta["max_length"]),
-        checkpoint=meta["checkpoint"], arch=meta["arch"], backend="onnx",
+        fingerprint=meta["fingerprint"],
+        vocab=Vocabulary(meta["vocab"]),
+        height=int(meta["input"]["height"]),
+        width=int(meta["input"]["width"]),
+        max_length=int(meta["max_length"]),
+        checkpoint=meta["checkpoint"],
+        arch=meta["arch"],
+        backend="onnx",
     )
     return encoders, info
 

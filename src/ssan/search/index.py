@@ -134,11 +134,16 @@ class GalleryIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:12]
-        files = {"features": f"features.{tag}.npy", "faiss": f"index.{tag}.faiss", "queries": f"recall_queries.{tag}.npy"}
+        files = {
+            "features": f"features.{tag}.npy",
+            "faiss": f"index.{tag}.faiss",
+            "queries": f"recall_queries.{tag}.npy",
+        }
         _save_array(directory / files["features"], self.features)
         if self.kind != "flat":
-            _atomic_write(directory / files["faiss"],
-                          lambda tmp: ann.faiss_module().write_index(self.faiss_index, str(tmp)))
+            _atomic_write(
+                directory / files["faiss"], lambda tmp: ann.faiss_module().write_index(self.faiss_index, str(tmp))
+            )
         if self.queries is not None:
             _save_array(directory / files["queries"], self.queries)
         self.meta = {**self.meta, "files": files}

@@ -144,10 +144,7 @@ def add_media_routes(app: FastAPI, searcher, frames: FrameCache) -> None:
     (see :class:`ssan.search.Searcher`).
     """
     missing = {404: {"description": "no track with a clip (or a frame) under this id"}}
-    partial = {
-        206: {"description": "the requested byte range"},
-        416: {"description": "range not satisfiable"},
-    }
+    partial = {206: {"description": "the requested byte range"}, 416: {"description": "range not satisfiable"}}
 
     @app.get("/api/clips/{image_id}", responses={**missing, **partial}, response_class=FileResponse)
     def clip(image_id: str, request: Request):

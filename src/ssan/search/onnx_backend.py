@@ -76,8 +76,10 @@ class OnnxEncoders:
 
     def text(self, tokens, lengths) -> dict:
         """tokens: B x L ids (0-padded), lengths: B -> feature dict (+ "attention")."""
-        feed = {"tokens": np.ascontiguousarray(_numpy(tokens), dtype=np.int64),
-                "lengths": np.ascontiguousarray(_numpy(lengths), dtype=np.int64)}
+        feed = {
+            "tokens": np.ascontiguousarray(_numpy(tokens), dtype=np.int64),
+            "lengths": np.ascontiguousarray(_numpy(lengths), dtype=np.int64),
+        }
         values = self.text_session.run(self.meta["outputs"]["text"], feed)
         return {name: torch.from_numpy(v) for name, v in zip(self.meta["outputs"]["text"], values)}
 

@@ -67,8 +67,9 @@ class Searcher:
         if backend == "onnx":
             onnx_dir = _onnx_dir(index_dir, onnx_dir)
         checkpoint = checkpoint if checkpoint is not None else self.index.meta["checkpoint"]
-        self.encoders, self.info = load_encoders(backend, checkpoint=checkpoint, onnx_dir=onnx_dir, device=device,
-                                                 threads=threads)
+        self.encoders, self.info = load_encoders(
+            backend, checkpoint=checkpoint, onnx_dir=onnx_dir, device=device, threads=threads
+        )
         source = f"checkpoint {self.info.checkpoint}" if backend == "torch" else f"ONNX export {onnx_dir}"
         self.index.check_fingerprint(self.info.fingerprint, source)
         self.backend = backend
@@ -125,9 +126,17 @@ class Searcher:
             if row < 0:
                 continue
             entry = self.index.entries[row]
-            results.append({"rank": rank, "image_id": int(row), "score": float(score), "path": entry["path"],
-                            "name": entry.get("name") or Path(entry["path"]).name, "id": entry.get("id"),
-                            **track_fields(entry)})
+            results.append(
+                {
+                    "rank": rank,
+                    "image_id": int(row),
+                    "score": float(score),
+                    "path": entry["path"],
+                    "name": entry.get("name") or Path(entry["path"]).name,
+                    "id": entry.get("id"),
+                    **track_fields(entry),
+                }
+            )
         return {
             "query": query,
             "k": int(k),
@@ -191,6 +200,5 @@ def attention_by_part(words: list, attention: Optional[np.ndarray]) -> dict:
 def top_words(attention: dict, count: int = 3) -> dict:
     """The ``count`` most attended words of each part: ``{"part_1": [(word, weight), ...]}``."""
     return {
-        part: sorted(((w, s) for w, s in pairs), key=lambda item: -item[1])[:count]
-        for part, pairs in attention.items()
+        part: sorted(((w, s) for w, s in pairs), key=lambda item: -item[1])[:count] for part, pairs in attention.items()
     }

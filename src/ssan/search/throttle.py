@@ -78,9 +78,6 @@ class FailureThrottle:
             count = len(times)
         if count == self.limit:
             log.warning(
-                "client %s gave %d wrong tokens within %.0f s: refused for a while",
-                client,
-                count,
-                self.window_s,
+                "client %s gave %d wrong tokens within %.0f s: refused for a while", client, count, self.window_s
             )
         return min(self.max_delay_s, (count - 1) * self.delay_step_s)

@@ -121,9 +121,7 @@ class TokenStore:
             raise TokenError(f"cannot read the token file {path}: {exc}") from None
         store = cls(parse_token_file(text, path), f"token file {path}")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning(
-                "token file %s can be read by other users (mode %o): chmod 600 %s", path, mode & 0o777, path
-            )
+            log.warning("token file %s can be read by other users (mode %o): chmod 600 %s", path, mode & 0o777, path)
         return store
 
     @property

@@ -126,15 +126,11 @@ def _sprite(walker: Walker, state: dict) -> Tuple[Image.Image, int, int]:
     """(RGBA sprite, left, top): the figure drawn on a transparent canvas at its pixel position."""
     x, y, w, h = state["box"]
     left, top = int(math.floor(x)), int(math.floor(y))
-    canvas = Image.new(
-        "RGBA", (int(math.ceil(x + w)) - left + 1, int(math.ceil(y + h)) - top + 1), (0, 0, 0, 0)
-    )
+    canvas = Image.new("RGBA", (int(math.ceil(x + w)) - left + 1, int(math.ceil(y + h)) - top + 1), (0, 0, 0, 0))
     fh = state["fh"]
     feet = y + h - FOOT_MARGIN * h
     cx = x + w / 2 - left if walker.direction > 0 else left + canvas.width - (x + w / 2)
-    draw_figure(
-        canvas, walker.person, walker.colours, cx, feet - fh - top, fh, state["swing"], state["stride"]
-    )
+    draw_figure(canvas, walker.person, walker.colours, cx, feet - fh - top, fh, state["swing"], state["stride"])
     return (canvas if walker.direction > 0 else ImageOps.mirror(canvas)), left, top
 
 

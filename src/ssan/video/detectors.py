@@ -50,15 +50,10 @@ def register_detector(name: str, *, overwrite: bool = False):
 
 
 def build_detector(
-    name: str,
-    weights: Optional[Union[str, Path]] = None,
-    device: str = "cpu",
-    min_score: float = DEFAULT_MIN_SCORE,
+    name: str, weights: Optional[Union[str, Path]] = None, device: str = "cpu", min_score: float = DEFAULT_MIN_SCORE
 ):
     """The registered detector ``name``; SsanError listing the valid names when unknown."""
-    return DETECTORS.get(name)(
-        Path(weights).expanduser() if weights is not None else None, device, float(min_score)
-    )
+    return DETECTORS.get(name)(Path(weights).expanduser() if weights is not None else None, device, float(min_score))
 
 
 class TorchvisionPersonDetector:
@@ -79,15 +74,12 @@ class TorchvisionPersonDetector:
     def __call__(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
         """images: H x W x 3 uint8 RGB each -> per image (N x 4 float32 xyxy boxes, N float32 scores)."""
         batch = [
-            torch.from_numpy(np.ascontiguousarray(i)).to(self.device).permute(2, 0, 1).float() / 255
-            for i in images
+            torch.from_numpy(np.ascontiguousarray(i)).to(self.device).permute(2, 0, 1).float() / 255 for i in images
         ]
         results = []
         for out in self.model(batch):
             keep = (out["labels"] == COCO_PERSON) & (out["scores"] >= self.min_score)
-            results.append(
-                (out["boxes"][keep].float().cpu().numpy(), out["scores"][keep].float().cpu().numpy())
-            )
+            results.append((out["boxes"][keep].float().cpu().numpy(), out["scores"][keep].float().cpu().numpy()))
         return results
 
 

@@ -51,8 +51,7 @@ def frame_files(folder: Path) -> List[Path]:
     """The image files of a folder of frames (``img1/`` inside a MOTChallenge sequence), in natural order."""
     folder = folder / "img1" if (folder / "img1").is_dir() else folder
     return sorted(
-        (p for p in folder.iterdir() if p.is_file() and is_image_name(p.name)),
-        key=lambda p: _natural_key(p.name),
+        (p for p in folder.iterdir() if p.is_file() and is_image_name(p.name)), key=lambda p: _natural_key(p.name)
     )
 
 
@@ -62,9 +61,7 @@ def _camera_of(path: Path, kind: str, camera: Optional[str]) -> str:
     return path.stem if kind == "video" else path.name
 
 
-def find_sources(
-    paths: Sequence[Union[str, Path]], camera: Optional[str] = None
-) -> Tuple[List[Source], list]:
+def find_sources(paths: Sequence[Union[str, Path]], camera: Optional[str] = None) -> Tuple[List[Source], list]:
     """Expand ``--video`` arguments: files, folders of videos (recursive) and folders of frames.
 
     Returns:
@@ -86,9 +83,7 @@ def find_sources(
                     Source(str(v.resolve()), "video", _camera_of(v, "video", camera)) for v in sorted(videos)
                 )
             elif frame_files(path):
-                sources.append(
-                    Source(str(path.resolve()), "frames", _camera_of(path.resolve(), "frames", camera))
-                )
+                sources.append(Source(str(path.resolve()), "frames", _camera_of(path.resolve(), "frames", camera)))
             else:
                 refused.append((str(path), "folder holds no video files and no frames"))
         else:
@@ -108,9 +103,7 @@ def folder_rate(folder: Path, frame_rate: Optional[float]) -> float:
                 return float(parser["Sequence"]["frameRate"])
             except (configparser.Error, KeyError, ValueError, UnicodeDecodeError) as exc:
                 raise VideoError(f"{ini}: no usable frameRate ({exc})") from None
-    raise VideoError(
-        f"folder of frames {folder}: its frame rate is unknown (no seqinfo.ini); pass --frame-rate"
-    )
+    raise VideoError(f"folder of frames {folder}: its frame rate is unknown (no seqinfo.ini); pass --frame-rate")
 
 
 class FolderReader:
@@ -155,9 +148,7 @@ class FolderReader:
             yield Frame(position + 1, time, image)
         if unreadable:
             log.warning(
-                "folder of frames %s: skipped %d unreadable or differently sized frame(s)",
-                self.path,
-                unreadable,
+                "folder of frames %s: skipped %d unreadable or differently sized frame(s)", self.path, unreadable
             )
 
 

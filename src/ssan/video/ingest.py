@@ -27,9 +27,7 @@ from ssan.video.tracks import Track, TrackBuilder, crop_quality
 
 log = logging.getLogger(__name__)
 
-GIVEN_IDS_IDLE_S = (
-    30.0  # with --keep-ids, an id unseen this long ends its track (it may come back as a new one)
-)
+GIVEN_IDS_IDLE_S = 30.0  # with --keep-ids, an id unseen this long ends its track (it may come back as a new one)
 
 
 @dataclass
@@ -39,9 +37,7 @@ class IngestOptions:
     fps: float = 5.0  # frames sampled per second (every frame when the source has fewer)
     keep: int = 8  # crops kept (and encoded) per track
     min_boxes: int = 2  # tracks with fewer boxes over the sampled frames are dropped
-    min_score: Optional[float] = (
-        None  # boxes >= this start tracks, >= half of it extend them (None: MOT: all)
-    )
+    min_score: Optional[float] = None  # boxes >= this start tracks, >= half of it extend them (None: MOT: all)
     keep_ids: bool = False  # MOT files: use their ids as tracks instead of tracking
     frame_rate: Optional[float] = None  # folders of frames without seqinfo.ini: their frame rate
 
@@ -101,9 +97,7 @@ class SourceIngest:
             count as large enough (the model's input height is a good choice).
     """
 
-    def __init__(
-        self, source: Source, boxes, options: IngestOptions, reference_height: float, progress: bool = True
-    ):
+    def __init__(self, source: Source, boxes, options: IngestOptions, reference_height: float, progress: bool = True):
         self.source, self.boxes, self.options = source, boxes, options
         self.reference_height, self.progress = reference_height, progress
         self.stats = {"frames": 0, "boxes": 0, "tracks": 0, "short_tracks": 0, "seconds": 0.0}

@@ -140,8 +140,7 @@ def fit_to_frame(detections: MotDetections, width: int, height: int) -> Dict[str
             del detections.frames[number]
     if clipped or dropped:
         log.warning(
-            "detections file %s: %d box(es) partly outside the %dx%d frame clipped to it, %d wholly "
-            "outside dropped",
+            "detections file %s: %d box(es) partly outside the %dx%d frame clipped to it, %d wholly outside dropped",
             detections.path,
             clipped,
             width,

@@ -45,9 +45,7 @@ TWIN_FRACTION = 0.3  # share of identities drawn as colour-swapped pairs
 
 def _check(seconds: float, people: int, fps: int, size: Tuple[int, int], captions: int) -> None:
     if not seconds > 0 or people < 1 or captions < 1:
-        raise DataError(
-            f"seconds, people and captions must be positive (got {seconds}, {people}, {captions})"
-        )
+        raise DataError(f"seconds, people and captions must be positive (got {seconds}, {people}, {captions})")
     if isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 120:
         raise DataError(f"fps must be a whole number between 1 and 120, got {fps!r}")
     if size[0] < 64 or size[1] < 64 or size[0] % 2 or size[1] % 2:
@@ -68,9 +66,7 @@ def _may_replace(out: Path, overwrite: bool) -> bool:
 
 def _open_writer(path: Path, fps: int, height: int, width: int):
     av = av_module()
-    container = av.open(
-        str(path), mode="w", options={"movflags": "faststart"}
-    )  # index first: plays while loading
+    container = av.open(str(path), mode="w", options={"movflags": "faststart"})  # index first: plays while loading
     stream = container.add_stream("libx264", rate=Fraction(fps, 1))
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.options = {"crf": "18", "preset": "veryfast", "g": str(2 * fps)}
@@ -83,9 +79,7 @@ def _write_frames(renderer: SceneRenderer, path: Path, fps: int, count: int, pro
     container, stream = _open_writer(path, fps, renderer.height, renderer.width)
     rows: dict = {}
     try:
-        for index in tqdm(
-            range(count), desc="drawing frames", unit="frame", disable=not progress, leave=False
-        ):
+        for index in tqdm(range(count), desc="drawing frames", unit="frame", disable=not progress, leave=False):
             image, people = renderer.render(index / fps, index)
             for person in people:
                 rows.setdefault(person["track"], []).append((index + 1, person["box"], person["visibility"]))
@@ -196,7 +190,5 @@ def _people(walkers: list, rows: dict, twins: dict, seed: int, captions: int, fp
         rng = np.random.default_rng([seed, 3, walker.track])
         texts = [caption(walker.person, rng) for _ in range(captions)]
         if walker.track in rows:
-            entries[str(walker.track)] = _people_entry(
-                walker, texts, twins.get(walker.track), rows[walker.track], fps
-            )
+            entries[str(walker.track)] = _people_entry(walker, texts, twins.get(walker.track), rows[walker.track], fps)
     return entries

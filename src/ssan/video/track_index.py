@@ -57,8 +57,7 @@ def _boxes_for(source: Source, detections, detector, options: IngestOptions):
     mot = read_mot(detections_file(Path(detections), source))
     if options.keep_ids and not mot.has_ids:
         raise DetectionsError(
-            f"--keep-ids: detections file {mot.path} has no track ids (all -1); "
-            "drop --keep-ids to track its boxes"
+            f"--keep-ids: detections file {mot.path} has no track ids (all -1); drop --keep-ids to track its boxes"
         )
     if not options.keep_ids and mot.has_ids:
         log.info("%s carries track ids: tracking its boxes anew (pass --keep-ids to use its ids)", mot.path)
@@ -83,10 +82,7 @@ def _ingest(sources, detections, detector, options, encoder, reference_height, p
         stats = ingest.stats
         if not stats["tracks"]:
             log.warning(
-                "%s: no person tracked (%d boxes over %d sampled frames)",
-                source.path,
-                stats["boxes"],
-                stats["frames"],
+                "%s: no person tracked (%d boxes over %d sampled frames)", source.path, stats["boxes"], stats["frames"]
             )
         records.append(
             {
@@ -156,17 +152,14 @@ def build_track_index(
     records, skipped = _ingest(new, detections, detector, options, encoder, info.height, progress)
     skipped = refused + skipped
     warn_skipped(refused)
-    return _assemble(
-        out_dir, existing, info, encoders, encoder, records, skipped, spec, options, recall_queries
-    )
+    return _assemble(out_dir, existing, info, encoders, encoder, records, skipped, spec, options, recall_queries)
 
 
 def _assemble(out_dir, existing, info, encoders, encoder, records, skipped, spec, options, recall_queries):
     features_new = encoder.features()
     if existing is None and not len(features_new):
         raise GalleryIndexError(
-            f"no track to index: {len(records)} source(s) read, {len(skipped)} skipped "
-            f"(see the warnings above)"
+            f"no track to index: {len(records)} source(s) read, {len(skipped)} skipped (see the warnings above)"
         )
     if existing is not None and not len(features_new) and not records:
         log.info("nothing new to add; %s is unchanged", out_dir)

@@ -83,9 +83,7 @@ def cut_crop(image: np.ndarray, box: Tuple[float, float, float, float]) -> Image
     x1, y1 = min(image.shape[1], int(np.ceil(x + w))), min(image.shape[0], int(np.ceil(y + h)))
     crop = Image.fromarray(np.ascontiguousarray(image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]))
     if crop.height > CROP_HEIGHT:
-        crop = crop.resize(
-            (max(1, round(crop.width * CROP_HEIGHT / crop.height)), CROP_HEIGHT), Image.BILINEAR
-        )
+        crop = crop.resize((max(1, round(crop.width * CROP_HEIGHT / crop.height)), CROP_HEIGHT), Image.BILINEAR)
     return crop
 
 
@@ -138,6 +136,4 @@ class TrackBuilder:
                 break
             if all(crop is not c for c in chosen):
                 chosen.append(crop)
-        return Track(
-            self.track, self.start, self.end, self.first_frame, self.last_frame, self.boxes_seen, chosen
-        )
+        return Track(self.track, self.start, self.end, self.first_frame, self.last_frame, self.boxes_seen, chosen)

@@ -120,9 +120,7 @@ class VideoReader:
                 if frame.time is None or frame.time + 1e-6 >= time:
                     break
         except (av.FFmpegError, OSError) as exc:
-            raise VideoError(
-                f"video {self.path}: cannot read the frame at {time:.2f} s ({_av_reason(exc)})"
-            ) from None
+            raise VideoError(f"video {self.path}: cannot read the frame at {time:.2f} s ({_av_reason(exc)})") from None
         if best is None:
             raise VideoError(f"video {self.path}: no frame at {time:.2f} s")
         return best.to_ndarray(format="rgb24")
@@ -156,8 +154,7 @@ class VideoReader:
     def _report(self, last_time: float) -> None:
         if self.stopped_at is not None:
             log.warning(
-                "video %s: decoding gave up at %.2f s after %d damaged packets (%s); kept the frames "
-                "before it",
+                "video %s: decoding gave up at %.2f s after %d damaged packets (%s); kept the frames before it",
                 self.path,
                 last_time,
                 self.bad_packets,
