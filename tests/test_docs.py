@@ -273,6 +273,13 @@ def test_the_pages_hold_commands_to_check():
     assert {c.args[0] for c in COMMANDS if c.args} >= {"demo", "index", "search", "serve", "train", "test"}
 
 
+def test_the_readme_stays_short_and_opens_with_the_two_commands():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200, "README.md is a two-minute read: move details to docs/"
+    first_block = FENCE.search(text).group("body").split("\n")
+    assert first_block[:2] == ['pip install -e ".[dev]" && ssan demo', "python -m pytest"]
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=str)
 def test_command_line_parses(command):
     try:
