@@ -123,3 +123,39 @@ def test_help_imports_neither_torch_nor_the_commands_options():
     """``ssan --help`` lists the commands without importing what their options need (was 2.9 s)."""
     out = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, check=True).stdout
     assert "COMMAND" in out and "search" in out and out.strip().endswith("[]"), out
+
+
+# ------------------------------------------------------------------ folders given for files
+def test_a_folder_given_as_checkpoint_names_the_checkpoints_in_it(prepared_synth, tmp_path):
+    from helpers import save_random_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    best = save_random_checkpoint(run / "checkpoints" / "best.pt", prepared_synth)
+    for folder in (run, run / "checkpoints"):
+        code, _, err = run_cli("test", "--checkpoint", folder, "--data", prepared_synth, "--no-progress")
+        _one_line_error(code, err, "test", f"checkpoint {folder} is a folder", str(best))
+        assert "last.pt" not in err  # only what is there
+    code, _, err = run_cli("test", "--checkpoint", tmp_path, "--data", prepared_synth, "--no-progress")
+    _one_line_error(code, err, "test", "is a folder", "holds no best.pt or last.pt")
+
+
+def test_a_raw_dataset_folder_given_as_data_points_to_its_prepared_folder(synth_root, prepared_synth, tmp_path):
+    import shutil
+
+    from helpers import save_random_checkpoint
+
+    checkpoint = save_random_checkpoint(tmp_path / "m.pt", prepared_synth)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(synth_root / "reid_raw.json", raw)  # the annotation file of a cuhk-pedes layout
+    code, _, err = run_cli("test", "--checkpoint", checkpoint, "--data", raw, "--no-progress")
+    _one_line_error(code, err, "test", "raw cuhk-pedes folder", f"ssan prepare --dataset cuhk-pedes --root {raw}")
+    (raw / "ssan-prepared").symlink_to(prepared_synth, target_is_directory=True)
+    code, _, err = run_cli("test", "--checkpoint", checkpoint, "--data", raw, "--no-progress")
+    _one_line_error(code, err, "test", "not a prepared one", f"use its prepared folder {raw / 'ssan-prepared'}")
+
+
+def test_search_on_a_missing_folder_says_it_does_not_exist(tmp_path):
+    code, _, err = run_cli("search", "--index", tmp_path / "nope", "a red coat")
+    _one_line_error(code, err, "search", f"index {tmp_path / 'nope'} does not exist")
