@@ -17,11 +17,6 @@ BATCH = 2
 
 
 @pytest.fixture(scope="module")
-def checkpoint(prepared_synth, tmp_path_factory):
-    return save_random_checkpoint(tmp_path_factory.mktemp("resume-ckpt") / "m.pt", prepared_synth, seed=0)
-
-
-@pytest.fixture(scope="module")
 def photos(synth_root, tmp_path_factory):
     """11 images and a broken file (12 files, 6 batches of 2)."""
     root = tmp_path_factory.mktemp("resume") / "photos"
@@ -30,6 +25,11 @@ def photos(synth_root, tmp_path_factory):
         shutil.copy(image, root / image.name)
     (root / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared_synth, photos):
+    return save_random_checkpoint(photos.parent / "m.pt", prepared_synth, seed=0)  # random weights suffice
 
 
 @pytest.fixture()
