@@ -10,6 +10,10 @@ Recall of an approximate index is measured against the exact one on a sample
 of queries: the split's own captions for a prepared split, otherwise (a folder
 has no captions) the features of a sample of gallery images, used as queries.
 The sample is stored with the index so later additions are measured the same way.
+
+Encoded batches are kept in ``OUT/.partial`` as the job goes (:mod:`ssan.search.journal`): an
+interrupted build, rerun or continued with ``add``, encodes only the rest, and the index in
+``OUT`` is unchanged until the job completes.
 """
 
 from __future__ import annotations
