@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run the whole job on the embedded synthetic pedestrian set (about 3 minutes on 2 CPU cores)"
+HELP = "run the whole job on the embedded synthetic pedestrian set (about 2 minutes on 2 CPU cores)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

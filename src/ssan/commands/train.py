@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set optim.epochs=10 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
 
@@ -33,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     info = distributed.init_distributed(args.device)  # the entry point joins the process group
     try:
-        results = Trainer.from_config(config, args.data, args.output, device=args.device, resume=args.resume).fit()
+        results = Trainer.from_config(
+            config, args.data, args.output, device=args.device, resume=args.resume, overwrite=args.overwrite
+        ).fit()
         if info.is_main and results.get("test_last"):
             print_results(results, args.output)
     finally:

@@ -61,6 +61,7 @@ class Trainer(ComponentBuilders, RunReports):
         output_dir: run directory (created).
         device: a ``torch.device`` (see :func:`ssan.devices.resolve_device`).
         resume: continue from ``output_dir/checkpoints/last.pt``.
+        overwrite: replace a run already in ``output_dir`` (without it or ``resume``, one is refused).
         hooks: :class:`ssan.engine.hooks.Hook` instances.
     """
 
@@ -77,8 +78,10 @@ class Trainer(ComponentBuilders, RunReports):
         *,
         device: Optional[torch.device] = None,
         resume: bool = False,
+        overwrite: bool = False,
         hooks: Iterable[Hook] = (),
     ) -> None:
+        self._replaced = reports.check_run_folder(Path(output_dir), resume, overwrite)  # before any process writes
         self.config, self.prepared, self.dataset = config, prepared, dataset
         self.dist = distributed.current()
         self.device = torch.device(device) if device is not None else resolve_device(None)
@@ -172,6 +175,8 @@ class Trainer(ComponentBuilders, RunReports):
     def _fit(self) -> dict:
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            for name in self._replaced:  # an overwritten run's files, so none outlives it
+                (self.output_dir / name).unlink(missing_ok=True)
             save_config(self.config, self.output_dir / "config.yaml")
         if self.resume:
             restore_training_state(self, self.ckpt_dir / "last.pt")

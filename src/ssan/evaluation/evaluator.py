@@ -188,7 +188,7 @@ def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
             "lost; re-run `ssan prepare` for an exact cross-domain evaluation",
             prepared.directory,
         )
-    log.info(
+    log.debug(  # the figures are in results["vocabulary"]; `ssan test` prints them once, with the table
         "cross-vocabulary evaluation: %d of %d query words unknown to the model (dropped), %d caption(s) "
         "left without a word",
         report["unknown_words"],
