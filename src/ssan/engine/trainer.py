@@ -102,9 +102,9 @@ class Trainer(ComponentBuilders, RunReports):
         )
         self._check_batch()
         self.step_module: nn.Module = TrainStep(self.model, self.criterion)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+        if self.dist.enabled:  # no device_ids: the batch is on the device already, and DDP would move the
+            # CPU caption lengths to the GPU (and the text encoder back): 4 blocking copies per step
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module)
         self.writer = CheckpointWriter(background=True)
         self.history: list = []
         self.best: Optional[dict] = None

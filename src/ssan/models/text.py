@@ -26,9 +26,13 @@ def as_cpu_lengths(lengths: Union[torch.Tensor, list], max_length: int) -> torch
 
 
 def length_mask(lengths: torch.Tensor, max_length: int, device: torch.device) -> torch.Tensor:
-    """B x max_length bool mask, True at real words."""
+    """B x max_length bool mask, True at real words.
+
+    The lengths go to ``device`` with a non-blocking copy: a blocking one would make the host
+    wait for everything queued before it (in training, the whole image forward).
+    """
     positions = torch.arange(max_length, device=device)
-    return positions[None, :] < lengths.to(device)[:, None]
+    return positions[None, :] < lengths.to(device, non_blocking=True)[:, None]
 
 
 class TextEncoder(nn.Module):
