@@ -73,6 +73,27 @@ def test_full_step_under_cpu_autocast_is_finite_and_close_to_fp32(dtype, toleran
     assert cosine > min_cosine, cosine
 
 
+def test_the_sync_counter_sees_what_a_gpu_would_wait_for():
+    values, lengths = torch.randn(6), torch.tensor([3, 5])
+    waits = {
+        "read": lambda: values[torch.tensor(1)],  # C++ reads a 0-dim index: no .item() in Python
+        "copy": lambda: values.to("meta"),  # between devices, blocking
+        "host data": lambda: torch.as_tensor(0.2, device=values.device),
+        "shape": lambda: values[values > 0],
+    }
+    for kind, work in waits.items():
+        with count_syncs() as syncs:
+            work()
+        assert [sync.split(" at ")[0] for sync in syncs] == [kind], (kind, syncs)
+        assert syncs[0].endswith(f"test_engine_gpu_ready.py:{work.__code__.co_firstlineno}"), syncs
+    with count_syncs(host=[lengths]) as syncs:
+        values[torch.tensor([1])], values.to("meta", non_blocking=True), int((lengths + 1).max()), lengths.tolist()
+        parameter = torch.nn.Parameter(torch.ones(2))
+        parameter.sum().backward()
+        torch.optim.Adam([parameter], capturable=False).step()  # Adam's host step counter: not counted
+    assert syncs == []
+
+
 @pytest.mark.parametrize("overrides, allowed", [([], 1), (["train.amp=true", "train.amp_dtype=fp16"], 2)])
 def test_a_training_step_makes_the_host_wait_at_most_once(prepared_synth, tiny_overrides, tmp_path, overrides, allowed):
     config = load_config("synth", tiny_overrides + ["optim.epochs=1", "train.max_steps_per_epoch=3", *overrides])
@@ -142,3 +163,19 @@ def test_ddp_gradients_equal_one_process_with_the_global_batch(prepared_synth, t
     for name, value in single["terms"].items():  # the logged terms are the global batch's
         assert ddp["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
     json.dumps(single["terms"])  # plain numbers
+
+
+@pytest.mark.slow
+def test_every_process_resumes_a_channels_last_run_exactly(prepared_synth, tiny_overrides, tmp_path):
+    overrides = tiny_overrides + ["optim.epochs=1", "train.max_steps_per_epoch=1", "train.channels_last=true"]
+    run = tmp_path / "run"
+    Trainer.from_config(load_config("synth", overrides), prepared_synth, run, device="cpu").fit()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    script = [str(HERE / "ddp_resume.py"), str(prepared_synth), str(run), str(tmp_path), *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command + script, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["channels_last"] > 0  # the file keeps the layout: what used to arrive scrambled
+        assert report["model"] == [] and report["optimizer"] == [], (rank, report)
