@@ -179,3 +179,41 @@ def test_every_process_resumes_a_channels_last_run_exactly(prepared_synth, tiny_
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert report["channels_last"] > 0  # the file keeps the layout: what used to arrive scrambled
         assert report["model"] == [] and report["optimizer"] == [], (rank, report)
+
+
+def test_tf32_covers_matmuls_convolutions_and_the_lstm_and_is_restored():
+    from ssan.config import TrainConfig
+    from ssan.engine.runtime import training_runtime
+
+    switches = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    before = [switch.fp32_precision for switch in switches]
+    for tf32, expected in ((False, "ieee"), (True, "tf32")):
+        with training_runtime(TrainConfig(tf32=tf32), torch.device("cpu")):
+            assert [switch.fp32_precision for switch in switches] == [expected] * 3, tf32
+        assert [switch.fp32_precision for switch in switches] == before
+
+
+def test_auto_precision_takes_fp16_where_bf16_is_only_emulated(monkeypatch):
+    from ssan.engine.step import Precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert Precision.resolve(True, "auto", torch.device("cuda")).name == "fp16"  # V100, T4
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert Precision.resolve(True, "auto", torch.device("cuda")).name == "bf16"  # Ampere and newer
+
+
+def test_deterministic_training_says_when_cublas_was_configured_too_late(monkeypatch, caplog):
+    from ssan.config import TrainConfig
+    from ssan.engine.runtime import training_runtime
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset below")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # a CUDA model ran before fit()
+    with training_runtime(TrainConfig(deterministic=True), torch.device("cuda")):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "CUBLAS_WORKSPACE_CONFIG" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "CUBLAS_WORKSPACE_CONFIG=:4096:8" in lines[0]
+    caplog.clear()
+    with training_runtime(TrainConfig(deterministic=True), torch.device("cuda")):  # now set: nothing to say
+        pass
+    assert not caplog.records

@@ -105,7 +105,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms on CUDA (exact resume there too; slower)
     channels_last: bool = False  # channels-last memory format for the image branch (CUDA convolutions)
     cudnn_benchmark: bool = True  # let cuDNN pick its fastest convolution algorithms (off when deterministic)
-    tf32: bool = False  # TF32 matrix multiplications on Ampere and newer GPUs (faster, 10-bit mantissa)
+    tf32: bool = False  # TF32 matmuls, convolutions and LSTM on Ampere and newer GPUs (faster, 10-bit mantissa)
 
 
 @dataclass
