@@ -16,6 +16,7 @@ import ssan.losses.ranking as ranking
 from ssan.checkpoint import load_checkpoint
 from ssan.config import load_config
 from ssan.engine.profiling import count_syncs
+from ssan.engine.sync_bn import GlobalBatchNorm, convert_sync_batchnorm
 from ssan.engine.trainer import Trainer
 from ssan.losses import LossContext, SSANCriterion, StepInputs
 from ssan.models import SSAN
@@ -217,3 +218,14 @@ def test_deterministic_training_says_when_cublas_was_configured_too_late(monkeyp
     with training_runtime(TrainConfig(deterministic=True), torch.device("cuda")):  # now set: nothing to say
         pass
     assert not caplog.records
+
+
+@pytest.mark.parametrize("native, kind", [(True, torch.nn.SyncBatchNorm), (False, GlobalBatchNorm)])
+def test_sync_batchnorm_keeps_the_parameters_the_optimizer_holds(native, kind):
+    model = SSAN(40, **SMALL)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    held = {id(p) for p in model.parameters()}
+    converted = convert_sync_batchnorm(model, native=native)
+    synced = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(synced) == len(norms) > 0 and all(type(m) is kind for m in synced)
+    assert {id(p) for p in converted.parameters()} == held

@@ -89,7 +89,8 @@ class Trainer(ComponentBuilders, RunReports):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.uses_scaler)
         self.model, self.criterion = model.to(self.device), criterion.to(self.device)
         if config.train.sync_bn and self.dist.enabled:
-            convert_sync_batchnorm(self.model)
+            native = distributed.communication_device(self.device).type == "cuda"  # NCCL
+            self.model = convert_sync_batchnorm(self.model, native=native)
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer, self.scheduler = optimizer, scheduler
