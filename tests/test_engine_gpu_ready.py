@@ -229,3 +229,25 @@ def test_sync_batchnorm_keeps_the_parameters_the_optimizer_holds(native, kind):
     synced = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert len(synced) == len(norms) > 0 and all(type(m) is kind for m in synced)
     assert {id(p) for p in converted.parameters()} == held
+
+
+def test_the_gpu_check_writes_its_report_after_each_stage(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", HERE.parent / "benchmarks" / "gpu_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    out, seen = tmp_path / "report.json", {}
+
+    def cut_short(data, spec, folder):  # what a run stopped here (the device's time limit) would have left
+        seen.update(json.loads(out.read_text()))
+        raise check.CommandFailed("stderr: the reason")
+
+    monkeypatch.setattr(check, "make_data", lambda folder, spec: folder)
+    monkeypatch.setattr(check, "stage_torchrun", cut_short)
+    assert check.main(["--dry-run", "--out", str(out), "--stages", "metrics,torchrun"]) == 1
+    assert seen["metrics"]["identical"] is True and "torchrun" not in seen
+    final = json.loads(out.read_text())
+    assert final["metrics"] == seen["metrics"] and "stderr: the reason" in final["torchrun"]["error"]
+    printed = capsys.readouterr().out
+    assert f"metrics: {final['metrics']['stage_seconds']} s" in printed and "torchrun: " in printed
