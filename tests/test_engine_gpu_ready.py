@@ -251,3 +251,22 @@ def test_the_gpu_check_writes_its_report_after_each_stage(tmp_path, monkeypatch,
     assert final["metrics"] == seen["metrics"] and "stderr: the reason" in final["torchrun"]["error"]
     printed = capsys.readouterr().out
     assert f"metrics: {final['metrics']['stage_seconds']} s" in printed and "torchrun: " in printed
+
+
+@pytest.mark.slow
+def test_compressed_ddp_gradients_stay_within_the_rounding_of_their_wire_format(
+    prepared_synth, tiny_overrides, tmp_path
+):
+    # The hooks send each process's gradient / 2 rounded to the format, sum in it and cast back: at most
+    # about 3 roundings, 3 * 2^-9 (bf16) or 3 * 2^-11 (fp16) of a tensor's largest gradient, plus fp16's
+    # smallest subnormal (6e-8) for values it flushes.
+    overrides = tiny_overrides + ["data.batch_size=16", "model.dropout=0.0", "train.sync_bn=true", "data.flip=true"]
+    single = launch(prepared_synth, tmp_path / "one", overrides, 1, 3)
+    formats = {"bf16": (torch.bfloat16, 1e-2, 1e-8), "fp16": (torch.float16, 2e-3, 1e-7)}
+    for name, (dtype, relative, absolute) in formats.items():
+        ddp = launch(prepared_synth, tmp_path / name, overrides + [f"train.grad_compression={name}"], 2, 3)
+        for key, grad in single["grads"].items():
+            got = ddp["grads"][key]
+            assert torch.equal(got.to(dtype).float(), got), (name, key)  # the sum arrived in the wire format
+            error = (got - grad).abs().max().item()
+            assert error <= relative * grad.abs().max().item() + absolute, (name, key, error)

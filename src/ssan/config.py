@@ -85,6 +85,7 @@ class OptimConfig:
 SELECT_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 SELECT_TERMS = ("sum", "global", "parts", "relation")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+GRAD_COMPRESSIONS = ("none", "bf16", "fp16")
 
 
 @dataclass
@@ -106,6 +107,7 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format for the image branch (CUDA convolutions)
     cudnn_benchmark: bool = True  # let cuDNN pick its fastest convolution algorithms (off when deterministic)
     tf32: bool = False  # TF32 matmuls, convolutions and LSTM on Ampere and newer GPUs (faster, 10-bit mantissa)
+    grad_compression: str = "none"  # under DDP: none | bf16 | fp16 gradients on the wire (half the all-reduce bytes)
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Config:
         _one_of("train.select_term", train.select_term, SELECT_TERMS)
         _one_of("train.select_split", train.select_split, ("auto", "val", "test"))
         _one_of("train.amp_dtype", train.amp_dtype, AMP_DTYPES)
+        _one_of("train.grad_compression", train.grad_compression, GRAD_COMPRESSIONS)
         _one_of("model.relation_norm", self.model.relation_norm, ("per_part", "shared"))
         if self.data.batch_size < 1 or self.data.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")

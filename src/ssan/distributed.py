@@ -147,6 +147,20 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(tensor)
 
 
+def compress_gradients(ddp: torch.nn.parallel.DistributedDataParallel, kind: str) -> None:
+    """Send ``ddp``'s gradient buckets as ``kind`` (``none``, ``bf16``, ``fp16``): DDP's compression hooks.
+
+    Each process divides its bucket by the world size, casts it, all-reduces it and casts the sum
+    back: half the bytes of float32 on the wire (the identity classifiers make most of them), at
+    the cast's rounding (bf16: 8 significant bits, fp16: 11, with fp16's smaller range).
+    """
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    hooks = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
+    if kind != "none":
+        ddp.register_comm_hook(None, hooks[kind])
+
+
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """Copy ``module``'s buffers (BatchNorm running statistics) from process ``src`` to the others.
 

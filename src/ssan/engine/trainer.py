@@ -106,6 +106,7 @@ class Trainer(ComponentBuilders, RunReports):
         if self.dist.enabled:  # no device_ids: the batch is on the device already, and DDP would move the
             # CPU caption lengths to the GPU (and the text encoder back): 4 blocking copies per step
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module)
+            distributed.compress_gradients(self.step_module, config.train.grad_compression)
         self.writer = CheckpointWriter(background=True)
         self.history: list = []
         self.best: Optional[dict] = None
