@@ -257,12 +257,13 @@ def test_the_gpu_check_writes_its_report_after_each_stage(tmp_path, monkeypatch,
 def test_compressed_ddp_gradients_stay_within_the_rounding_of_their_wire_format(
     prepared_synth, tiny_overrides, tmp_path
 ):
-    # The hooks send each process's gradient / 2 rounded to the format, sum in it and cast back: at most
-    # about 3 roundings, 3 * 2^-9 (bf16) or 3 * 2^-11 (fp16) of a tensor's largest gradient, plus fp16's
-    # smallest subnormal (6e-8) for values it flushes.
+    # The hooks send each process's gradient / 2 rounded to the format, sum in it and cast back: a few
+    # roundings of 2^-9 (bf16) or 2^-11 (fp16), relative to the processes' shares, which can exceed their sum
+    # when their signs differ. Stated tolerance: 2e-2 (bf16) and 4e-3 (fp16) of a tensor's largest gradient
+    # (measured: 8.1e-3 and 1.05e-3; uncompressed 3.6e-6), plus fp16's smallest subnormal for flushed values.
     overrides = tiny_overrides + ["data.batch_size=16", "model.dropout=0.0", "train.sync_bn=true", "data.flip=true"]
     single = launch(prepared_synth, tmp_path / "one", overrides, 1, 3)
-    formats = {"bf16": (torch.bfloat16, 1e-2, 1e-8), "fp16": (torch.float16, 2e-3, 1e-7)}
+    formats = {"bf16": (torch.bfloat16, 2e-2, 1e-8), "fp16": (torch.float16, 4e-3, 1e-7)}
     for name, (dtype, relative, absolute) in formats.items():
         ddp = launch(prepared_synth, tmp_path / name, overrides + [f"train.grad_compression={name}"], 2, 3)
         for key, grad in single["grads"].items():
