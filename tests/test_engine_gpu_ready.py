@@ -234,6 +234,7 @@ def test_sync_batchnorm_keeps_the_parameters_the_optimizer_holds(native, kind):
 def test_the_gpu_check_writes_its_report_after_each_stage(tmp_path, monkeypatch, capsys):
     import importlib.util
 
+    monkeypatch.syspath_prepend(str(HERE.parent / "benchmarks"))  # as `python benchmarks/gpu_check.py` has it
     spec = importlib.util.spec_from_file_location("gpu_check", HERE.parent / "benchmarks" / "gpu_check.py")
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
