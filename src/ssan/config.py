@@ -86,6 +86,7 @@ class OptimConfig:
 SELECT_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 SELECT_TERMS = ("sum", "global", "parts", "relation")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+GRAD_COMPRESSIONS = ("none", "bf16", "fp16")
 
 
 @dataclass
@@ -106,7 +107,8 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms on CUDA (exact resume there too; slower)
     channels_last: bool = False  # channels-last memory format for the image branch (CUDA convolutions)
     cudnn_benchmark: bool = True  # let cuDNN pick its fastest convolution algorithms (off when deterministic)
-    tf32: bool = False  # TF32 matrix multiplications on Ampere and newer GPUs (faster, 10-bit mantissa)
+    tf32: bool = False  # TF32 matmuls, convolutions and LSTM on Ampere and newer GPUs (faster, 10-bit mantissa)
+    grad_compression: str = "none"  # under DDP: none | bf16 | fp16 gradients on the wire (half the all-reduce bytes)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Config:
         _one_of("train.select_term", train.select_term, SELECT_TERMS)
         _one_of("train.select_split", train.select_split, ("auto", "val", "test"))
         _one_of("train.amp_dtype", train.amp_dtype, AMP_DTYPES)
+        _one_of("train.grad_compression", train.grad_compression, GRAD_COMPRESSIONS)
         _one_of("model.relation_norm", self.model.relation_norm, ("per_part", "shared"))
         for name, weight in self.loss.terms.items():
             if not isinstance(name, str) or isinstance(weight, bool) or not isinstance(weight, (int, float)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "train SSAN on a prepared dataset (use torchrun for several GPUs or nodes)"
 
@@ -29,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ssan import distributed
     from ssan.config import load_config
+    from ssan.engine.runtime import CUBLAS_WORKSPACE
     from ssan.engine.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
+    if config.train.deterministic:  # before anything starts CUDA (joining the group does): cuBLAS reads it once
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     info = distributed.init_distributed(args.device)  # the entry point joins the process group
     try:
         results = Trainer.from_config(

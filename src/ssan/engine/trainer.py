@@ -92,7 +92,8 @@ class Trainer(ComponentBuilders, RunReports):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.uses_scaler)
         self.model, self.criterion = model.to(self.device), criterion.to(self.device)
         if config.train.sync_bn and self.dist.enabled:
-            convert_sync_batchnorm(self.model)
+            native = distributed.communication_device(self.device).type == "cuda"  # NCCL
+            self.model = convert_sync_batchnorm(self.model, native=native)
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -105,9 +106,10 @@ class Trainer(ComponentBuilders, RunReports):
         )
         self._check_batch()
         self.step_module: nn.Module = TrainStep(self.model, self.criterion)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+        if self.dist.enabled:  # no device_ids: the batch is on the device already, and DDP would move the
+            # CPU caption lengths to the GPU (and the text encoder back): 4 blocking copies per step
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module)
+            distributed.compress_gradients(self.step_module, config.train.grad_compression)
         self.writer = CheckpointWriter(background=True)
         self.history: list = []
         self.best: Optional[dict] = None
