@@ -32,7 +32,7 @@ def differences(held, stored, prefix: str) -> list:
 def main() -> None:
     data, run, out, *overrides = sys.argv[1:]
     info = distributed.init_distributed("cpu")
-    trainer = Trainer.from_config(load_config("synth", overrides), data, run, device="cpu")
+    trainer = Trainer.from_config(load_config("synth", overrides), data, run, device="cpu", resume=True)
     path = trainer.ckpt_dir / "last.pt"
     restore_training_state(trainer, path)
     stored = load_checkpoint(path)
