@@ -1,0 +1,53 @@
+"""The model families a checkpoint can hold, in one registry: SSAN (ours) and third-party ones.
+
+A checkpoint's ``arch["family"]`` names its family (absent: ``ssan``). A family's entry is a
+loader ``(state, device, source) -> (model, vocabulary)``: the model has ``encode_image`` /
+``encode_text`` returning feature dicts and an ``arch``; the vocabulary turns query text into
+ids (``words_of`` / ``encode_tokens`` / ``encode`` / ``decode``). Everything that takes
+``--checkpoint`` loads through :func:`load_family_model`, so a family registered from user code
+(``register_model_family("mine", loader)``) works with index, search, serve, test and export.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+from ssan.errors import CheckpointError
+from ssan.registry import Registry
+
+MODEL_FAMILIES: Registry[Callable] = Registry("model family", CheckpointError)
+register_model_family = MODEL_FAMILIES.register
+DEFAULT_FAMILY = "ssan"
+
+
+def family_of(arch) -> str:
+    """The family named by a checkpoint's ``arch`` (``ssan`` when it names none)."""
+    return arch.get("family", DEFAULT_FAMILY) if isinstance(arch, dict) else DEFAULT_FAMILY
+
+
+def load_family_model(state: dict, device="cpu", source: str = "checkpoint") -> Tuple[object, object]:
+    """(model in eval mode on ``device``, vocabulary) of a loaded checkpoint dict, by its family."""
+    family = family_of(state["arch"])
+    if family not in MODEL_FAMILIES:
+        raise CheckpointError(f"{source}: unknown model family {family!r}; valid: {', '.join(MODEL_FAMILIES)}")
+    return MODEL_FAMILIES.get(family)(state, device, source)
+
+
+@register_model_family("ssan")
+def _load_ssan(state: dict, device, source: str):
+    from ssan.checkpoint import model_from_checkpoint
+    from ssan.data.vocab import Vocabulary
+
+    vocab_size = state["arch"].get("vocab_size")
+    if vocab_size is not None and vocab_size != len(state["vocab"]):
+        raise CheckpointError(
+            f"{source}: its vocabulary has {len(state['vocab'])} entries but the model expects {vocab_size}"
+        )
+    return model_from_checkpoint(state, device=device, source=source), Vocabulary(list(state["vocab"]))
+
+
+@register_model_family("open_clip")
+def _load_open_clip(state: dict, device, source: str):
+    from ssan.clip.checkpoint import clip_from_state  # needs the `clip` extra only when such a file is loaded
+
+    return clip_from_state(state, device=device, source=source)
