@@ -145,6 +145,26 @@ class ClipTokenizer:
         """Nothing: CLIP's pieces come from the merge file, not from a word list."""
         return []
 
+    def encode_records(self, records: List[dict], max_length: int) -> List[dict]:
+        """Prepared records with each caption's ``tokens`` re-encoded from its text (cut to ``max_length``)."""
+        return [
+            {**record, "tokens": [self.encode(caption)[0][:max_length] for caption in record["captions"]]}
+            for record in records
+        ]
+
     def with_ends(self, ids: List[int]) -> List[int]:
         """``[start] + ids[:max_length] + [end]``: the context open_clip's tokenizer builds."""
         return [self.sot_id, *list(ids)[: self.max_length], self.eot_id]
+
+
+def export_tokenizer(onnx_dir: Union[str, Path], meta: dict) -> ClipTokenizer:
+    """The tokenizer of an ``ssan export`` folder of a CLIP checkpoint (its copy of the merge list)."""
+    from ssan.errors import SsanError
+
+    spec = meta["tokenizer"]
+    if not isinstance(spec, dict) or spec.get("kind") != "clip-bpe" or not isinstance(spec.get("file"), str):
+        raise SsanError(f"ONNX export {onnx_dir}: unknown tokenizer {spec!r}")
+    path = Path(onnx_dir) / Path(spec["file"]).name
+    if not path.is_file():
+        raise SsanError(f"ONNX export {onnx_dir} lacks its tokenizer file {path.name}; export it again")
+    return ClipTokenizer(path, context_length=int(spec.get("context_length", 77)))

@@ -40,7 +40,7 @@ class ClipRetrieval(nn.Module):
     def __init__(self, clip: nn.Module, arch: dict, sot_id: int, eot_id: int):
         super().__init__()
         self.clip = clip.eval()
-        self.arch = dict(arch)
+        self.arch = {**arch, "vocab_size": int(clip.vocab_size) - 2}  # piece ids a caption may hold: 0 .. size-1
         self.context_length = int(arch["context_length"])
         self.sot_id, self.eot_id = int(sot_id), int(eot_id)
         scale = torch.tensor([SSAN_STD[0] / s for s in arch["std"]]).view(1, 3, 1, 1)
