@@ -184,3 +184,21 @@ def test_export_and_onnx_search(models, image_index):
     assert [r["name"] for r in answers["onnx"]["results"]] == [r["name"] for r in answers["torch"]["results"]]
     for a, b in zip(answers["onnx"]["results"], answers["torch"]["results"]):
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_demo_footage_with_a_clip_checkpoint(models, tmp_path, monkeypatch):
+    import ssan.video.demo
+
+    monkeypatch.setattr(ssan.video.demo, "FOOTAGE_SECONDS", 4)
+    monkeypatch.setattr(ssan.video.demo, "FOOTAGE_PEOPLE", 3)
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli("demo", "--output", out, "--footage", "--checkpoint", models[VIT][1])
+    assert code == 0, err
+    metrics = json.loads((out / "footage.json").read_text())
+    assert metrics["walkers"] == 3 and metrics["tracks"] >= 3
+    assert not (out / "run").exists()  # no demo model was trained
+    index = json.loads((out / "footage-index" / "meta.json").read_text())
+    assert index["checkpoint"] == str(models[VIT][1].resolve())
+    code, _, err = run_cli("demo", "--output", out, "--checkpoint", models[VIT][1])
+    assert code == 2 and "--checkpoint goes with --footage" in err
