@@ -1,7 +1,8 @@
 """``ssan demo --footage``: the demo model over a synthetic street video, from its MOT ground truth.
 
 Trains the demo model first when the output folder does not hold a finished demo (see
-:mod:`ssan.demo`) and no other checkpoint is given (``--checkpoint``, e.g. a CLIP one), then writes under the output folder::
+:mod:`ssan.demo`) and no other checkpoint is given (``--checkpoint``, e.g. a CLIP one), then
+writes under the output folder::
 
     footage/             the synthetic street scene (``ssan synth-video``: video, gt/gt.txt, people.json)
     footage-index/       its track index (boxes from gt/gt.txt, followed by ByteTrack: no detector weights)
@@ -37,11 +38,10 @@ def _demo_checkpoint(out: Path, seed: int, overrides: Sequence[str], device: Opt
 
 
 def _index(out: Path, checkpoint: Path, scene: Path, device: str):
+    from ssan.checkpoint import checkpoint_fingerprint
     from ssan.search import GalleryIndex
     from ssan.video.ingest import IngestOptions
     from ssan.video.track_index import build_track_index
-
-    from ssan.checkpoint import checkpoint_fingerprint
 
     folder = out / "footage-index"
     if (folder / "meta.json").is_file():
