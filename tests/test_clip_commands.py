@@ -202,3 +202,27 @@ def test_demo_footage_with_a_clip_checkpoint(models, tmp_path, monkeypatch):
     assert index["checkpoint"] == str(models[VIT][1].resolve())
     code, _, err = run_cli("demo", "--output", out, "--checkpoint", models[VIT][1])
     assert code == 2 and "--checkpoint goes with --footage" in err
+
+
+def test_service_api_on_a_clip_index(models, image_index):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ssan.search import Searcher
+    from ssan.search.app import create_app
+    from ssan.search.security import Security
+    from ssan.search.tokens import TokenStore, generate_token
+
+    index, square = image_index
+    token = generate_token()
+    app = create_app(Searcher(index), Security(tokens=TokenStore([(None, token)], "test")))
+    client = TestClient(app, base_url="http://127.0.0.1:8000", headers={"Authorization": f"Bearer {token}"})
+    response = client.post("/api/search", json={"query": TEXTS[0], "k": 4})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["results"]) == 4 and body["attention"] == {}
+    score = next(r["score"] for r in body["results"] if r["name"] == "square.png")
+    assert score == pytest.approx(_open_clip_cosine(models[VIT][0], square, TEXTS[0]), abs=1e-5)
+    assert client.get(body["results"][0]["url"]).status_code == 200
+    meta = json.loads((index / "meta.json").read_text())
+    assert meta["encoder"] == {"family": "open_clip", "model": VIT, "preprocess": "letterbox"}

@@ -18,6 +18,14 @@ from ssan.errors import CheckpointError
 from ssan.registry import Registry
 
 
+def describe_encoder(arch: dict) -> dict:
+    """What an index records about its encoder: the family and, for open_clip, the model and preprocessing."""
+    family = family_of(arch)
+    if family == DEFAULT_FAMILY:
+        return {"family": family, "backbone": arch.get("backbone"), "parts": arch.get("parts")}
+    return {"family": family, "model": arch.get("model"), "preprocess": arch.get("preprocess")}
+
+
 def _resize(arch: dict, height: int, width: int, uint8: bool):
     from ssan.data.transforms import build_transforms
 
