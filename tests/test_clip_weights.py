@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 pytest.importorskip("open_clip")
 
-from clip_models import RN, VIT, random_clip, register_tiny_models  # noqa: E402
+from clip_models import RN, TINY_MODELS, VIT, random_clip, register_tiny_models  # noqa: E402
 from ssan.clip.weights import ClipWeightsError, load_clip_weights, read_state_dict  # noqa: E402
 
 
@@ -159,3 +160,27 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.bin").write_bytes(b"")
     with pytest.raises(ClipWeightsError, match="empty"):
         read_state_dict(tmp_path / "empty.bin")
+
+
+def test_offline_hub_names_say_what_to_fetch(monkeypatch, vit, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"
+    with pytest.raises(ClipWeightsError, match=f"fetch https://huggingface.co/{repo}/resolve/main/open_clip_pytorch"):
+        load_clip_weights("ViT-B-16", pretrained=f"hf-hub:{repo}")
+    with pytest.raises(ClipWeightsError, match="ssan import-clip local-dir:DIR --weights DIR/open_clip_pytorch_model"):
+        load_clip_weights(f"hf-hub:{repo}", weights=tmp_path / "absent.bin")
+
+
+def test_a_fetched_hub_repository_loads_from_its_folder(vit, tmp_path):
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_MODELS[VIT]}))
+    torch.save(vit.state_dict(), folder / "open_clip_pytorch_model.bin")
+    loaded = load_clip_weights(f"local-dir:{folder}", weights=folder / "open_clip_pytorch_model.bin")
+    for want, got in zip(_features(vit), _features(loaded)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    with pytest.raises(ClipWeightsError, match="cannot read its open_clip_config.json"):
+        load_clip_weights(f"local-dir:{tmp_path / 'nowhere'}", weights=folder / "open_clip_pytorch_model.bin")

@@ -38,7 +38,11 @@ def hub_config(name: str) -> dict:
     try:
         config = open_clip.get_model_config(name)
     except Exception as exc:  # huggingface_hub raises its own offline / not-found errors
-        raise _offline(f"the configuration of {name}", _hub_url(repo, "open_clip_config.json"), "MODEL", exc) from None
+        raise ClipWeightsError(
+            f"cannot download the configuration of {name} ({_first_line(exc)}); on a machine that is online "
+            f"fetch {_hub_url(repo, 'open_clip_config.json')} and {_hub_url(repo, HF_WEIGHTS)} into a folder "
+            f"DIR, copy it here and run `ssan import-clip local-dir:DIR --weights DIR/{HF_WEIGHTS}`"
+        ) from None
     if not isinstance(config, dict) or "vision_cfg" not in config:
         raise ClipWeightsError(f"{name} has no open_clip model configuration (open_clip_config.json)")
     return config

@@ -35,6 +35,7 @@ from ssan.models._state_dict import strip_prefixes
 log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"  # a folder with open_clip_config.json (what a hub repository holds), read offline
 TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # OpenAI archives' scalar buffers
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's default normalisation (OpenAI's)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -53,19 +54,33 @@ def open_clip_module():
 def model_config(model_name: str) -> dict:
     """open_clip's configuration of a model (a copy); an unknown name lists close ones.
 
-    ``hf-hub:org/repo`` names are read from the hub by open_clip (offline: one line saying so).
+    ``hf-hub:org/repo`` names are read from the hub by open_clip (offline: one line saying so);
+    ``local-dir:DIR`` names from DIR/open_clip_config.json (a hub repository's files, fetched).
     """
     open_clip = open_clip_module()
     if model_name.startswith(HF_PREFIX):
         from ssan.clip.pretrained import hub_config
 
         return hub_config(model_name)
+    if model_name.startswith(LOCAL_PREFIX):
+        return _local_config(open_clip, model_name)
     config = open_clip.get_model_config(model_name)
     if config is None:
         names = open_clip.list_models()
         close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
         hint = f"close names: {', '.join(close)}" if close else f"e.g. {', '.join(names[:5])}"
         raise ClipWeightsError(f"unknown open_clip model {model_name!r} ({hint}; all: open_clip.list_models())")
+    return config
+
+
+def _local_config(open_clip, model_name: str) -> dict:
+    """The configuration of a ``local-dir:DIR`` name: DIR/open_clip_config.json, read by open_clip."""
+    try:
+        config = open_clip.get_model_config(model_name)
+    except (OSError, ValueError) as exc:  # missing file, bad JSON
+        raise ClipWeightsError(f"{model_name}: cannot read its open_clip_config.json ({_first_line(exc)})") from None
+    if not isinstance(config, dict) or "vision_cfg" not in config or "text_cfg" not in config:
+        raise ClipWeightsError(f"{model_name}: its open_clip_config.json holds no model configuration")
     return config
 
 
