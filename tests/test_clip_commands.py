@@ -226,3 +226,28 @@ def test_service_api_on_a_clip_index(models, image_index):
     assert client.get(body["results"][0]["url"]).status_code == 200
     meta = json.loads((index / "meta.json").read_text())
     assert meta["encoder"] == {"family": "open_clip", "model": VIT, "preprocess": "letterbox"}
+
+
+def test_onnx_export_indexes_a_gallery_too(models, image_index, tmp_path):
+    pytest.importorskip("onnxruntime")
+    index, _ = image_index
+    export = tmp_path / "onnx"
+    assert run_cli("export", "--checkpoint", models[VIT][1], "--out", export)[0] == 0
+    gallery = index / "meta.json"
+    root = json.loads(gallery.read_text())["sources"][0]["root"]
+    code, _, err = run_cli("index", "--backend", "onnx", "--onnx", export, "--images", root, "--out", tmp_path / "idx")
+    assert code == 0, err
+    theirs = np.load(next((tmp_path / "idx").glob("features*.npy")))
+    ours = np.load(next(index.glob("features*.npy")))
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)  # the same letterboxed crops, the same features
+
+
+def test_a_checkpoint_whose_arch_does_not_fit_its_weights_is_refused(models, tmp_path):
+    from ssan.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(models[VIT][1])
+    state["arch"]["config"]["vision_cfg"]["width"] = 10**6  # built on the meta device: costs nothing
+    save_checkpoint(tmp_path / "bad.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    code, _, err = run_cli("export", "--checkpoint", tmp_path / "bad.pt", "--out", tmp_path / "onnx")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "weights do not fit its open_clip model ssan-test-vit" in err and "in the file but" in err
