@@ -251,3 +251,9 @@ def test_a_checkpoint_whose_arch_does_not_fit_its_weights_is_refused(models, tmp
     code, _, err = run_cli("export", "--checkpoint", tmp_path / "bad.pt", "--out", tmp_path / "onnx")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "weights do not fit its open_clip model ssan-test-vit" in err and "in the file but" in err
+
+
+def test_resnet_export_passes_the_parity_check(models, tmp_path):
+    pytest.importorskip("onnxruntime")
+    code, out, err = run_cli("export", "--checkpoint", models[RN][1], "--out", tmp_path / "onnx")
+    assert code == 0 and "parity check passed" in out, out + err
