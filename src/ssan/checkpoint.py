@@ -230,19 +230,15 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
     """Load a checkpoint for inference.
 
     Returns:
-        ``(model, vocab, info)``: the SSAN model in eval mode on ``device``, its
-        :class:`ssan.data.vocab.Vocabulary`, and the checkpoint without training state.
+        ``(model, vocab, info)``: the model in eval mode on ``device`` (SSAN, or another family
+        registered in :mod:`ssan.models.families`, e.g. an open_clip model), its vocabulary
+        (:class:`ssan.data.vocab.Vocabulary`, or CLIP's tokenizer), and the checkpoint without training state.
     """
-    from ssan.data.vocab import Vocabulary
+    from ssan.models.families import load_family_model
 
     state = load_checkpoint(path)
-    vocab_size = state["arch"].get("vocab_size")
-    if vocab_size is not None and vocab_size != len(state["vocab"]):
-        raise CheckpointError(
-            f"checkpoint {path}: its vocabulary has {len(state['vocab'])} entries but the model expects {vocab_size}"
-        )
-    model = model_from_checkpoint(state, device=device, source=f"checkpoint {path}")
-    return model, Vocabulary(list(state["vocab"])), inference_state(state)
+    model, vocab = load_family_model(state, device=device, source=f"checkpoint {path}")
+    return model, vocab, inference_state(state)
 
 
 def check_compatible(

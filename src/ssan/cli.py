@@ -18,7 +18,19 @@ from typing import Optional, Sequence
 from ssan._version import __version__
 from ssan.errors import SsanError
 
-COMMANDS = ("demo", "synth", "synth-video", "prepare", "train", "test", "index", "search", "serve", "export")
+COMMANDS = (
+    "demo",
+    "synth",
+    "synth-video",
+    "prepare",
+    "train",
+    "test",
+    "index",
+    "search",
+    "serve",
+    "export",
+    "import-clip",
+)
 
 log = logging.getLogger("ssan")
 

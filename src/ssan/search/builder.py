@@ -26,6 +26,7 @@ import numpy as np
 
 from ssan.distributed import current
 from ssan.errors import SsanError
+from ssan.models.families import describe_encoder
 from ssan.search import ann
 from ssan.search.encode import encode_images_distributed, encode_token_lists
 from ssan.search.encoders import image_transform, load_encoders
@@ -133,6 +134,7 @@ def index_meta(info, layout, spec, sources, entries, skipped) -> dict:
         "version": VERSION,
         "checkpoint": info.checkpoint,
         "fingerprint": info.fingerprint,
+        "encoder": describe_encoder(info.arch),
         "backend": info.backend,
         "encode": {"height": info.height, "width": info.width, "max_length": info.max_length},
         "layout": layout,
