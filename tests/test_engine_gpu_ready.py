@@ -156,6 +156,7 @@ def test_ddp_gradients_equal_one_process_with_the_global_batch(prepared_synth, t
     single = launch(prepared_synth, tmp_path / "one", overrides, 1, epoch)
     ddp = launch(prepared_synth, tmp_path / "two", overrides, 2, epoch)
     assert (single["world"], ddp["world"]) == (1, 2)
+    assert len(single["syncs"]) <= 1 and len(ddp["syncs"]) <= 1, (single["syncs"], ddp["syncs"])  # the finiteness check
     assert single["grads"].keys() == ddp["grads"].keys()
     for name, grad in single["grads"].items():  # float tolerance relative to each tensor's scale
         error = (ddp["grads"][name] - grad).abs().max().item()

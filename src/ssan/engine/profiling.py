@@ -18,16 +18,16 @@ own) is checked anywhere::
 
     from ssan.engine.profiling import count_syncs
 
-    with count_syncs(host=[batch["lengths"]]) as syncs:
+    with count_syncs(host=[batch["lengths"], batch["weak_lengths"]]) as syncs:
         trainer.train_step(batch, epoch, step)
-    print(len(syncs), syncs)  # ['read at ssan/distributed.py:104']: the finiteness check
+    print(len(syncs), syncs)  # ['read at src/ssan/distributed.py:104']: the finiteness check
 
 Not counted: calls made inside ``torch.optim`` (Adam keeps its step counters on the host, on a
 GPU too), and reads of ``host`` tensors (caption lengths are host data by design) and of every
 tensor computed from them alone. ``.tolist()``, ``.numpy()``, ``torch.tensor`` and
 ``torch.as_tensor`` do not show at the dispatcher as reads or copies: they are counted at the
-Python call. Copies are counted only between different devices, so a CPU run cannot show them
-(a device-side count on a CPU run: reads, host data, shapes). On a GPU,
+Python call. Copies are counted only between different devices, so on a CPU run the count holds
+reads, host data and shapes only. On a GPU,
 ``torch.cuda.set_sync_debug_mode("warn")`` sees the real synchronisations
 (``benchmarks/gpu_check.py`` reports both).
 """
