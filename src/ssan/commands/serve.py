@@ -179,6 +179,22 @@ def _add_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_readable(index: str) -> None:
+    """Index folders hold features and (footage) crops of people: say so when other users can read them."""
+    import stat
+
+    from ssan._files import open_to_others
+
+    for folder in open_to_others(index):
+        log.warning(
+            "index folder %s is readable by other users (mode %o): it holds people's pictures and features; "
+            "run `chmod -R go-rwx %s`",
+            folder,
+            stat.S_IMODE(folder.stat().st_mode),
+            index,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.new_token:
         return _add_token(args)
@@ -211,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_dir=args.onnx,
         threads=args.threads,
     )
+    _warn_if_readable(args.index)
     security = Security(tokens=tokens, allowed_hosts=allowed, audit=audit, cookie_name=f"ssan_session_{port}")
     app = create_app(searcher, security, max_body_bytes=args.max_body_bytes)
     config = uvicorn.Config(

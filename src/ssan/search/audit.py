@@ -147,6 +147,7 @@ def _record(scope: dict, noted: dict, status: int) -> dict:
         "k": noted.get("k"),
         "image_ids": noted.get("image_ids", []),
         "status": status,
+        **({"filters": noted["filters"]} if "filters" in noted else {}),  # a footage search's cameras and window
     }
 
 

@@ -18,6 +18,7 @@ from ssan.errors import SsanError
 from ssan.models import flatten_features
 from ssan.search.encoders import load_encoders, pad_id_lists
 from ssan.search.errors import GalleryIndexError, QueryError
+from ssan.search.filters import TrackColumns, TrackFilter
 from ssan.search.index import GalleryIndex
 from ssan.search.tracks import track_fields, video_file
 
@@ -75,6 +76,7 @@ class Searcher:
         self.backend = backend
         self.max_length = int(self.index.meta["encode"]["max_length"])
         self._lock = threading.Lock()
+        self._columns = None  # (index, TrackColumns of its entries), built on the first filtered search
         log.debug("loaded %r with %s encoders", self.index, backend)
 
     def parse_query(self, query: str) -> dict:
@@ -107,8 +109,16 @@ class Searcher:
         vector = flatten_features(feats).numpy().astype(np.float32, copy=False)
         return vector, (attention[0, : len(ids)].numpy() if attention is not None else None)
 
-    def search(self, query: str, k: int = 10) -> dict:
-        """Rank the gallery against ``query``.
+    def rows(self, filters: Optional[TrackFilter]) -> Optional[np.ndarray]:
+        """The row numbers ``filters`` keeps (None: no filter, every row)."""
+        if not filters:
+            return None
+        if self._columns is None or self._columns[0] is not self.index:
+            self._columns = (self.index, TrackColumns.of(self.index.entries))
+        return self._columns[1].rows(filters)
+
+    def search(self, query: str, k: int = 10, filters: Optional[TrackFilter] = None) -> dict:
+        """Rank the gallery against ``query`` (among the tracks ``filters`` keeps, when given).
 
         Returns:
             ``{"query", "k", "results": [{"rank", "image_id", "score", "path", "name", "id"}],
@@ -120,7 +130,7 @@ class Searcher:
         parsed = self.parse_query(query)
         with self._lock:  # one model call at a time: encoders and FAISS are shared by every thread
             vector, attention = self._encode(parsed["ids"])
-            scores, rows = self.index.search(vector, int(k))
+            scores, rows = self.index.search(vector, int(k), rows=self.rows(filters))
         results = []
         for rank, (score, row) in enumerate(zip(scores[0].tolist(), rows[0].tolist()), start=1):
             if row < 0:
@@ -162,6 +172,10 @@ class Searcher:
         if not isinstance(image_id, int) or not 0 <= image_id < len(self.index):
             return None
         return track_fields(self.index.entries[image_id]) or None
+
+    def cameras(self) -> list:
+        """The camera names of the indexed tracks, sorted."""
+        return sorted({e["camera"] for e in self.index.entries if e.get("camera") is not None})
 
     def describe(self) -> dict:
         """What is being served (for health checks)."""
