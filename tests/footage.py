@@ -60,3 +60,26 @@ def build_footage_index(base: Path, prepared_dir: Path) -> dict:
         "checkpoint": checkpoint,
         "people": scene / "people.json",
     }
+
+
+def build_two_cameras(base: Path, prepared_dir: Path) -> Path:
+    """One 4 s street video (3 walkers) indexed as two cameras with wall-clock times: ``gate`` from
+    2026-12-01T08:00:00Z and ``yard`` from 09:00:00Z (tracks 0-2 and 3-5, identical vectors per pair)."""
+    from helpers import save_random_checkpoint
+    from ssan.video import IngestOptions, build_track_index, generate_synthetic_video
+
+    generate_synthetic_video(base / "scene", seconds=4, people=3, fps=FPS, size=SIZE, seed=1, progress=False)
+    checkpoint = save_random_checkpoint(base / "model.pt", prepared_dir)
+    for camera, start in (("gate", "2026-12-01T08:00:00Z"), ("yard", "2026-12-01T09:00:00Z")):
+        video = shutil.copy(base / "scene" / "video.mp4", base / f"{camera}.mp4")
+        build_track_index(
+            base / "idx",
+            checkpoint,
+            [video],
+            detections=base / "scene" / "gt" / "gt.txt",
+            options=IngestOptions(fps=FPS, keep_ids=True, keep=2),
+            start_time=start,
+            add=camera == "yard",
+            progress=False,
+        )
+    return base / "idx"

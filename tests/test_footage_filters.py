@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
+from footage import build_two_cameras
 from helpers import run_cli
 from ssan.search import ann
 from ssan.search.errors import QueryError
@@ -91,26 +91,7 @@ def test_a_track_matches_a_window_it_overlaps():
 
 @pytest.fixture(scope="module")
 def two_cameras(prepared_synth, tmp_path_factory):
-    """One 4 s street video indexed as two cameras: ``gate`` from 08:00:00Z, ``yard`` from 09:00:00Z."""
-    from helpers import save_random_checkpoint
-    from ssan.video import IngestOptions, build_track_index, generate_synthetic_video
-
-    base = tmp_path_factory.mktemp("filters")
-    generate_synthetic_video(base / "scene", seconds=4, people=3, fps=10, size=(144, 256), seed=1, progress=False)
-    checkpoint = save_random_checkpoint(base / "model.pt", prepared_synth)
-    for camera, start in (("gate", "2026-12-01T08:00:00Z"), ("yard", "2026-12-01T09:00:00Z")):
-        video = shutil.copy(base / "scene" / "video.mp4", base / f"{camera}.mp4")
-        build_track_index(
-            base / "idx",
-            checkpoint,
-            [video],
-            detections=base / "scene" / "gt" / "gt.txt",
-            options=IngestOptions(fps=10, keep_ids=True, keep=2),
-            start_time=start,
-            add=camera == "yard",
-            progress=False,
-        )
-    return base / "idx"
+    return build_two_cameras(tmp_path_factory.mktemp("filters"), prepared_synth)
 
 
 def test_search_cli_narrows_to_a_camera_and_a_window(two_cameras):

@@ -63,6 +63,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     access.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM); the cookie is then Secure")
     access.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    add_retention_arguments(parser.add_argument_group("retention (an index of footage)"))
+
+
+def add_retention_arguments(group) -> None:
+    """--retain, --cameras, --retain-every (ssan serve and ssan watch)."""
+    group.add_argument("--retain", metavar="DURATION", help="forget tracks older than this (30d, 12h; every camera)")
+    group.add_argument("--cameras", metavar="YAML", help="cameras file: its `retain:` per camera overrides --retain")
+    group.add_argument(
+        "--retain-every", type=float, default=600.0, metavar="SECONDS", help="apply retention this often (default 600)"
+    )
+
+
+def retention_plan(args: argparse.Namespace) -> dict:
+    """``{camera or None: timedelta}`` from --retain and --cameras (checked; empty: no retention)."""
+    from ssan.search.retention import parse_duration
+    from ssan.video.cameras import read_cameras, retention_of
+
+    default = parse_duration(args.retain, "--retain") if args.retain else None
+    retain = retention_of(read_cameras(args.cameras) if args.cameras else [], default)
+    if retain and args.retain_every <= 0:
+        raise SsanError(f"--retain-every must be positive, got {args.retain_every}")
+    return retain
+
+
+def start_retention(plan: dict, args: argparse.Namespace, index: str, audit, after=None):
+    """A started :class:`ssan.search.retention.RetentionSchedule` (None without a plan); erasures always audited."""
+    from ssan.search.audit import AuditLog
+    from ssan.search.retention import RetentionSchedule
+
+    if not plan:
+        return None
+    audit = audit if audit is not None else AuditLog(Path(index) / AUDIT_FILE)
+    return RetentionSchedule(index, plan, args.retain_every, audit=audit, after=after).start()
 
 
 def _is_loopback(host: str) -> bool:
@@ -210,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
     from ssan.search import Searcher
 
     tokens, generated = _tokens(args)
+    plan = retention_plan(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
     if not tls and not _is_loopback(args.host):
         log.warning(
@@ -228,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     _warn_if_readable(args.index)
+    start_retention(plan, args, args.index, audit, after=lambda _: searcher.refresh())
     security = Security(tokens=tokens, allowed_hosts=allowed, audit=audit, cookie_name=f"ssan_session_{port}")
     app = create_app(searcher, security, max_body_bytes=args.max_body_bytes)
     config = uvicorn.Config(

@@ -153,6 +153,15 @@ def build_track_index(
     new = [s for s in sources if s.path not in known]
     if existing is not None:
         log.info("%d source(s) already indexed, %d new", len(sources) - len(new), len(new))
+        forgotten = sorted(
+            {s["path"] for s in existing.meta["sources"] if s.get("forgotten")} & {s.path for s in sources}
+        )
+        if forgotten:
+            log.warning(
+                "not indexed again: %d source(s) whose tracks were forgotten (%s); --overwrite rebuilds from scratch",
+                len(forgotten),
+                ", ".join(forgotten[:3]),
+            )
     if detector is not None:
         if options.min_score is None:
             options = replace(options, min_score=DEFAULT_MIN_SCORE)
