@@ -18,7 +18,7 @@ from ssan._version import __version__
 from ssan.errors import SsanError
 
 COMMANDS = ("demo", "synth", "synth-video", "prepare", "train", "test", "index", "search", "serve", "export")
-COMMANDS += ("audit", "forget")  # deployments: the audit chain, erasure, live cameras
+COMMANDS += ("audit", "forget", "watch")  # deployments: the audit chain, erasure, live cameras
 
 log = logging.getLogger("ssan")
 
