@@ -145,8 +145,10 @@ def stage_delay(args, street: Path) -> None:
          "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/street"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    from footage import wait_for_stream
+
     try:
-        time.sleep(1.5)
+        wait_for_stream(f"rtsp://127.0.0.1:{client}/street")
         camera = Camera("street", f"rtsp://127.0.0.1:{client}/street")
         watcher, appends, cpu, wall = follow(args, camera, "street-truth", args.delay_seconds, 1.0)
     finally:

@@ -130,3 +130,20 @@ def register_gt(scene: Path, name: str = "street-truth"):
     detector = GroundTruthDetector(scene)
     register_detector(name, overwrite=True)(lambda weights, device, min_score: detector)
     return detector
+
+
+def wait_for_stream(url: str, timeout_s: float = 60.0) -> None:
+    """Return once the RTSP server serves ``url`` (its publisher may take seconds to start on a busy machine)."""
+    import time
+
+    import av
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            av.open(url, options={"rtsp_transport": "udp"}, timeout=(5, 5)).close()
+            return
+        except (av.FFmpegError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from footage import register_gt
+from footage import register_gt, wait_for_stream
 from helpers import save_random_checkpoint
 from ssan.search import Searcher
 from ssan.search.index import GalleryIndex
-from ssan.video import IngestOptions, build_detector, generate_synthetic_video
+from ssan.video import IngestOptions, VideoError, build_detector, generate_synthetic_video, track_frame
 from ssan.video.cameras import Camera
 from ssan.video.live import LiveOptions
 from ssan.video.watch import Watcher, WatchOptions
@@ -75,6 +75,8 @@ def test_a_file_camera_gives_every_walker_a_track_with_receive_times(street, tmp
     assert source["time_source"] == "receive" and source["url"] == str(street["video"].resolve())
     assert "street: " in caplog.text and "tracks indexed" in caplog.text and "reconnects" in caplog.text
     assert Searcher(tmp_path / "idx").search("a man", k=3)["results"][0]["time_base"] == "utc"
+    with pytest.raises(VideoError, match="from a live stream: no frame was kept"):  # never reopens the camera
+        track_frame(index.entries[0])
 
 
 def test_restart_does_not_read_a_file_again_and_a_dead_stream_is_retried_while_others_go_on(street, tmp_path, caplog):
@@ -178,7 +180,7 @@ def test_a_real_rtsp_camera(street, tmp_path):
              "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/cam1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(1.5)
+        wait_for_stream(f"rtsp://127.0.0.1:{client}/cam1")
         appended = []
         run = watcher(
             street,
