@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -100,12 +99,6 @@ def random_checkpoint(work: Path) -> Path:
     return save_random_checkpoint(work / "random-synth-arch.pt", work / "prepared", **arch)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def cpu_seconds() -> float:
     return time.process_time()
 
@@ -133,29 +126,10 @@ def follow(args, camera: Camera, detector_name: str, seconds: float, speed: floa
 
 
 def stage_delay(args, street: Path) -> None:
-    client, source = free_port(), free_port()
-    server = subprocess.Popen(
-        ["rtsp-server-perl", "--clientport", str(client), "--serverport", str(source),
-         "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(1.0)
-    pusher = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(street / "video.mp4"),
-         "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/street"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    from footage import wait_for_stream
+    from footage import rtsp_camera
 
-    try:
-        wait_for_stream(f"rtsp://127.0.0.1:{client}/street")
-        camera = Camera("street", f"rtsp://127.0.0.1:{client}/street")
-        watcher, appends, cpu, wall = follow(args, camera, "street-truth", args.delay_seconds, 1.0)
-    finally:
-        pusher.terminate()
-        server.terminate()
-        pusher.wait(timeout=10)
-        server.wait(timeout=10)
+    with rtsp_camera(street / "video.mp4", "street") as url:
+        watcher, appends, cpu, wall = follow(args, Camera("street", url), "street-truth", args.delay_seconds, 1.0)
     delays = [when - _epoch(e["utc_end"]) for entries, when in appends for e in entries]
     worker = watcher.workers[0]
     print(

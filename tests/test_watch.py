@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from footage import register_gt, wait_for_stream
+from footage import register_gt, rtsp_camera
 from helpers import save_random_checkpoint
 from ssan.search import Searcher
 from ssan.search.index import GalleryIndex
@@ -149,14 +149,6 @@ def _env() -> dict:
     return env
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rtsp_tools() -> str:
     missing = [tool for tool in ("ffmpeg", "rtsp-server-perl") if shutil.which(tool) is None]
     return f"needs {' and '.join(missing)} (apt-get install -y ffmpeg rtsp-server-perl)" if missing else ""
@@ -166,28 +158,10 @@ def _rtsp_tools() -> str:
 @pytest.mark.skipif(bool(_rtsp_tools()), reason=_rtsp_tools() or "tools present")
 def test_a_real_rtsp_camera(street, tmp_path):
     """ffmpeg pushes the street video (looped, real time) to rtsp-server-perl; watch reads it over RTSP/UDP."""
-    client, source = free_port(), free_port()
-    server = subprocess.Popen(
-        ["rtsp-server-perl", "--clientport", str(client), "--serverport", str(source),
-         "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    pusher = None
-    try:
-        time.sleep(1.0)
-        pusher = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(street["video"]),
-             "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/cam1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_stream(f"rtsp://127.0.0.1:{client}/cam1")
+    with rtsp_camera(street["video"]) as url:
         appended = []
         run = watcher(
-            street,
-            tmp_path / "idx",
-            [Camera("cam1", f"rtsp://127.0.0.1:{client}/cam1")],
-            speed=1,
-            on_append=lambda e, t: appended.append(e),
+            street, tmp_path / "idx", [Camera("cam1", url)], speed=1, on_append=lambda e, t: appended.append(e)
         )
         stop = threading.Event()
         thread = threading.Thread(target=run.run, args=(stop,))
@@ -197,11 +171,6 @@ def test_a_real_rtsp_camera(street, tmp_path):
             time.sleep(0.2)
         stop.set()
         thread.join(timeout=60)
-    finally:
-        for process in (pusher, server):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=10)
     entries = GalleryIndex.load(tmp_path / "idx").entries
     assert len(entries) >= 5 and run.workers[0].frames > 20
-    assert all(e["video"].startswith(f"rtsp://127.0.0.1:{client}/cam1#") for e in entries)
+    assert all(e["video"].startswith(f"{url}#") for e in entries)
