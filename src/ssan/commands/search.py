@@ -68,7 +68,8 @@ def track_lines(results: list) -> list:
     width = max([6] + [len(r["camera"]) for r in results])
     wall = any(r.get("utc_start") for r in results)
     span_width = 46 if wall else 21
-    lines = [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<{span_width}}  {'track':>6}  source"]
+    note = [] if wall else ["times: seconds from the start of each file (no wall-clock start known for these tracks)"]
+    lines = note + [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<{span_width}}  {'track':>6}  source"]
     for r in results:
         span = f"{clock(r['start'])}-{clock(r['end'])}"
         if wall:
