@@ -135,7 +135,8 @@ def stage_delay(args, street: Path) -> None:
     print(
         f"watch over RTSP, 5 fps, MOT boxes, unseen 2 s, {wall:.0f} s: {worker.frames / wall:.1f} frames/s, "
         f"{len(delays)} tracks, leaving view -> searchable p50 {percentile(delays, 50):.2f} s, "
-        f"p95 {percentile(delays, 95):.2f} s; CPU {cpu:.2f} core-seconds per second ({worker.reconnects} reconnects)"
+        f"p95 {percentile(delays, 95):.2f} s; CPU {cpu:.2f} core-seconds per second, "
+        f"{1000 * cpu * wall / max(worker.frames, 1):.1f} ms per frame ({worker.reconnects} reconnects)"
     )
 
 
@@ -155,7 +156,8 @@ def stage_ssdlite(args, street: Path) -> None:
     watcher, _, cpu, wall = follow(args, camera, "ssdlite-random", args.ssdlite_seconds, 1.0)
     print(
         f"watch a file at real time, 5 fps, ssdlite320 (random weights), {wall:.0f} s: "
-        f"{watcher.workers[0].frames / wall:.1f} frames/s kept, CPU {cpu:.2f} core-seconds per second"
+        f"{watcher.workers[0].frames / wall:.1f} frames/s kept, CPU {cpu:.2f} core-seconds per second, "
+        f"{1000 * cpu * wall / max(watcher.workers[0].frames, 1):.1f} ms per frame"
     )
 
 
