@@ -187,7 +187,7 @@ def _warn_if_readable(index: str) -> None:
 
     from ssan._files import open_to_others
 
-    for folder in open_to_others(index):
+    for folder in open_to_others(index, Path(index) / "crops"):  # the features and the people's pictures
         log.warning(
             "index folder %s is readable by other users (mode %o): it holds people's pictures and features; "
             "run `chmod -R go-rwx %s`",
