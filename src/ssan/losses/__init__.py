@@ -1,4 +1,4 @@
-"""SSAN training objective: loss terms (identity, compound ranking, InfoNCE and sdm extensions), one registry, the criterion."""
+"""SSAN training objective: loss terms (identity, compound ranking; InfoNCE, sdm extensions), the criterion."""
 
 from ssan.losses.contrastive import InfoNCETerm, multi_positive_info_nce
 from ssan.losses.criterion import SSANCriterion, build_criterion
