@@ -41,8 +41,10 @@ class DataConfig:
 class ModelConfig:
     """The SSAN architecture (``ssan.models.SSAN`` takes it whole); the defaults are the paper's."""
 
-    backbone: str = "resnet50"  # a registered backbone: resnet50 | resnet18 | small (a from-scratch CNN for CPUs)
-    pretrained: Union[bool, str] = False  # true: torchvision ImageNet weights; a path: local weights file
+    backbone: str = "resnet50"  # a registered backbone: resnet50 | resnet18 | small (a CPU CNN) | clip-vit
+    pretrained: Union[bool, str] = False  # true: torchvision ImageNet weights; a path: local weights file (CLIP's)
+    text_encoder: str = "lstm"  # a registered text encoder: lstm (the paper's Bi-LSTM) | clip (CLIP's transformer)
+    clip_model: str = "ViT-B-16"  # clip-vit / clip: the open_clip architecture of both trunks
     num_parts: int = 6  # K, horizontal stripes / text parts
     embed_dim: int = 1024  # D, width of global and part features
     word_dim: int = 512  # width of the word embedding tables
