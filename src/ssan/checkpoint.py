@@ -219,9 +219,11 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
     """Load a checkpoint for inference.
 
     Returns:
-        ``(model, vocab, info)``: the SSAN model in eval mode on ``device``, its
-        :class:`ssan.data.vocab.Vocabulary`, and the checkpoint without training state.
+        ``(model, vocab, info)``: the SSAN model in eval mode on ``device``, its tokenizer (the
+        :class:`ssan.data.vocab.Vocabulary`, or a :class:`ssan.data.tokenizers.ClipTokenizer` for
+        a CLIP text encoder), and the checkpoint without training state.
     """
+    from ssan.data.tokenizers import CLIP_CONTEXT, model_tokenizer
     from ssan.data.vocab import Vocabulary
 
     state = load_checkpoint(path)
@@ -231,7 +233,9 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
             f"checkpoint {path}: its vocabulary has {len(state['vocab'])} entries but the model expects {vocab_size}"
         )
     model = model_from_checkpoint(state, device=device, source=f"checkpoint {path}")
-    return model, Vocabulary(list(state["vocab"])), inference_state(state)
+    max_length = ((state.get("config") or {}).get("data") or {}).get("max_length", CLIP_CONTEXT)
+    tokenizer = model_tokenizer(model.arch, Vocabulary(list(state["vocab"])), max_length)
+    return model, tokenizer, inference_state(state)
 
 
 def check_compatible(

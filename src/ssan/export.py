@@ -263,7 +263,7 @@ def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, op
         "fingerprint": checkpoint_fingerprint(state),
         "checkpoint": str(checkpoint),
         "arch": dict(model.arch),
-        "vocab": vocab.to_list(),
+        "vocab": list(state["vocab"]),  # the tokenizer follows from arch (model_tokenizer)
         "input": {"height": height, "width": width, "mean": [0.5] * 3, "std": [0.5] * 3},
         "max_length": max_length,
         "opset": opset,
