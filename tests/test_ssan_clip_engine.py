@@ -13,7 +13,6 @@ from helpers import run_cli
 from ssan.checkpoint import load_checkpoint, load_model
 from ssan.config import load_config
 from ssan.data.tokenizers import ClipTokenizer
-from ssan.engine.hooks import Hook
 from ssan.engine.trainer import Trainer
 from ssan.losses import LossContext, SSANCriterion, StepInputs
 from ssan.models import SSAN
@@ -94,26 +93,14 @@ def test_every_downstream_command_takes_an_ssan_clip_checkpoint(clip_run, prepar
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAfter(Hook):
-    def __init__(self, steps: int) -> None:
-        self.steps, self.done = steps, 0
-
-    def after_step(self, trainer, epoch, step, losses):
-        self.done += 1
-        if self.done >= self.steps:
-            raise _Stop
-
-
 @pytest.mark.slow
 def test_interrupted_and_resumed_clip_run_equals_uninterrupted(clip_run, prepared_synth, tmp_path):
+    from test_engine import Interrupted, StopAfter
+
     config = load_config("synth-clip", CLIP_OVERRIDES + ["train.checkpoint_every=2"])
     run = tmp_path / "interrupted"
-    with pytest.raises(_Stop):
-        Trainer.from_config(config, prepared_synth, run, device="cpu", hooks=[_StopAfter(3)]).fit()
+    with pytest.raises(Interrupted):
+        Trainer.from_config(config, prepared_synth, run, device="cpu", hooks=[StopAfter(3)]).fit()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step_in_epoch"] == 2
     Trainer.from_config(config, prepared_synth, run, device="cpu", resume=True).fit()
     ours, theirs = (load_checkpoint(r / "checkpoints" / "last.pt")["model"] for r in (run, clip_run))
