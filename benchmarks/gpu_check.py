@@ -11,6 +11,8 @@ Stages (each writes its section of the report; a failing stage is recorded and t
              uninterrupted, with and without train.deterministic: the largest weight difference
   metrics    rank_metrics on a 19,848 x 19,848 similarity (ICFG-PEDES test size) on the GPU against
              the CPU, and the four-term evaluation of random features of that size on the GPU
+  clip       SSAN on a CLIP ViT-B/16 (cuhk-pedes-clip, random trunks) at 384x128, batch 64, fp32 and
+             bf16: the train stage's figures (benchmarks/gpu_check_clip.py)
 
     python benchmarks/gpu_check.py --out gpu_report.json           # on a GPU machine, about 6 minutes
     python benchmarks/gpu_check.py --dry-run --out report.json     # every stage on the CPU, tiny sizes
@@ -35,6 +37,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from gpu_check_clip import stage_clip  # noqa: E402  (the clip stage lives beside this script)
 
 
 def sizes(dry_run: bool) -> dict:
@@ -298,7 +302,7 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="every stage on the CPU at tiny sizes")
     parser.add_argument("--out", default="gpu_report.json")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per precision")
-    parser.add_argument("--stages", default="train,torchrun,resume,metrics")
+    parser.add_argument("--stages", default="train,torchrun,resume,metrics,clip")
     args = parser.parse_args()
     spec = sizes(args.dry_run)
     if args.steps:
@@ -323,6 +327,7 @@ def main() -> int:
             "torchrun": lambda: stage_torchrun(data, spec, folder),
             "resume": lambda: stage_resume(data, spec, folder),
             "metrics": lambda: stage_metrics(spec),
+            "clip": lambda: stage_clip(data, spec, folder, time_steps),
         }
         for name in stages:
             run_stage(report, name, work[name])
