@@ -21,6 +21,7 @@ commit cbddd26, which carried its own copy of the counter and drove ssan 0.1's `
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -63,15 +64,16 @@ def main() -> None:
         config = load_config(args.preset, overrides)
         trainer = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu")
         original = trainer.train_step
-        timings, counter = [], {}
+        timings, cpu_times, counter = [], [], {}
 
         def timed_step(*a, **k):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             with count_host_reads() as reads:
                 out = original(*a, **k)
             for read in reads:
                 counter[read] = counter.get(read, 0) + 1
             timings.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu)
             return out
 
         trainer.train_step = timed_step
@@ -83,6 +85,10 @@ def main() -> None:
         )
         warm = sorted(timings[3:]) or sorted(timings)
         print(f"step time: median {warm[len(warm) // 2] * 1000:.1f} ms, min {warm[0] * 1000:.1f} ms")
+        cpu = sorted(cpu_times[3:]) or sorted(cpu_times)
+        print(f"CPU time per step (this process, all threads): median {cpu[len(cpu) // 2]:.2f} s")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        print(f"peak resident memory of the process: {peak:.2f} GiB")
         per_step = {name: count / steps for name, count in sorted(counter.items())}
         print(f"host reads per step: {sum(counter.values()) / steps:.1f} {per_step}")
 
