@@ -156,9 +156,9 @@ def _towers(config: ModelConfig):
 @register_backbone("clip-vit", pooled=True)
 def _clip_vit(config: ModelConfig) -> nn.Module:
     cfg, quick_gelu, vision_tower, _ = _towers(config)
+    state = clip_state_dict(config.pretrained, config.clip_model) if config.pretrained else None  # fails first
     trunk = ClipImageTrunk(vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu))
-    if config.pretrained:
-        state = clip_state_dict(config.pretrained, config.clip_model)
+    if state is not None:
         visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
         load_strict(trunk.visual, visual, f"CLIP image weights {config.pretrained}")
     return trunk
