@@ -14,7 +14,7 @@ longer than the context (77) are cut with the end token kept last, as open_clip 
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,19 @@ class ClipTokenizer:
         """One readable piece per id (start and end included, so it lines up with per-token attention)."""
         return [self._bpe.decoder[int(i)].replace("</w>", "") for i in ids if int(i) != 0]
 
-    def encode_records(self, records: Sequence[dict]) -> List[dict]:
-        """Prepared records with ``tokens`` re-encoded from their ``captions`` (cuts counted in the log)."""
+    def encode_records(self, records: Sequence[dict], max_length: Optional[int] = None) -> List[dict]:
+        """Prepared records with ``tokens`` re-encoded from their ``captions`` (cuts counted in the log).
+
+        Each caption keeps at most ``max_length`` ids (None: the context), the end token last.
+        """
+        limit = min(max_length or self.context_length, self.context_length)
         out, cut = [], 0
         for record in records:
             tokens = []
             for caption in record["captions"]:
                 ids, _ = self.encode_tokens(self.words_of(caption))
-                cut += len(ids) > self.context_length
-                tokens.append(self.truncate(ids, self.context_length))
+                cut += len(ids) > limit
+                tokens.append(self.truncate(ids, limit))
             out.append({**record, "tokens": tokens})
         if cut:
             log.info(

@@ -174,11 +174,12 @@ def _gather_rows(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
-    """(records whose captions are the queries, re-encoding report or None)."""
-    from ssan.data.tokenizers import ClipTokenizer
+    """(records whose captions are the queries, re-encoding report or None).
 
-    if isinstance(vocab, ClipTokenizer):  # CLIP's byte pairs, from the captions themselves
-        return vocab.encode_records(records), None
+    A vocabulary with ``encode_records`` (CLIP's tokenizer) encodes the captions' text itself.
+    """
+    if hasattr(vocab, "encode_records"):
+        return vocab.encode_records(records, max_length), None
     if vocab is None or vocab == prepared.vocab:
         return records, None
     from ssan.data.prepared import reencode_records
