@@ -147,7 +147,7 @@ def test_the_clip_presets_hold_the_recipe():
     [
         ("optim.schedule=linear", "optim.schedule"),
         ("optim.eps=0", "optim.eps"),
-        ("optim.warmup_epochs=61", "optim.warmup_epochs"),
+        ("optim.warmup_epochs=-1", "optim.warmup_epochs"),
         ("data.erase_prob=1.5", "data.erase_prob"),
         ("data.erase_fill=[1, 2]", "data.erase_fill"),
         ("data.pad_crop=-1", "data.pad_crop"),

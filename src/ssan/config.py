@@ -185,8 +185,8 @@ def _validate_recipe(config: Config) -> None:
             f"optim.bias_weight_decay must be 0 or more (or null), got {optim.bias_weight_decay}",
         ),
         (
-            0 <= optim.warmup_epochs <= optim.epochs,
-            f"optim.warmup_epochs must lie in 0..optim.epochs ({optim.epochs}), got {optim.warmup_epochs}",
+            optim.warmup_epochs >= 0,  # more than optim.epochs: the run ends inside the warm-up
+            f"optim.warmup_epochs must be 0 or more, got {optim.warmup_epochs}",
         ),
         (0 < optim.warmup_factor <= 1, f"optim.warmup_factor must lie in (0, 1], got {optim.warmup_factor}"),
         (
