@@ -24,19 +24,25 @@ def clip_spec(spec: dict) -> tuple:
     return "cuhk-pedes-clip", ["model.pretrained=false", "data.num_workers=8", "data.batch_size=64"]
 
 
-def stage_clip(data: Path, spec: dict, folder: Path, time_steps: Callable) -> dict:
-    """The stage's report: one entry per precision (see :func:`gpu_check.time_steps`)."""
+def stage_clip(data: Path, spec: dict, folder: Path, time_steps: Callable, count_step_syncs: Callable) -> dict:
+    """The stage's report: one entry per precision, measured as gpu_check's train stage measures."""
     from ssan.config import load_config
+    from ssan.engine.runtime import training_runtime
     from ssan.engine.trainer import Trainer
 
     preset, overrides = clip_spec(spec)
     report = {"preset": preset, "weights": "random (speed and memory only)"}
+    device = torch.device(spec["device"])
     for precision in PRECISIONS:
         amp = [] if precision == "fp32" else ["train.amp=true", f"train.amp_dtype={precision}"]
         config = load_config(preset, overrides + amp + ["optim.epochs=1"])
         trainer = Trainer.from_config(config, data, folder / f"clip-{precision}", device=spec["device"])
-        report[precision] = time_steps(trainer, spec["steps"], torch.device(spec["device"]))
-        report[precision]["input"] = f"{config.data.height}x{config.data.width}"
-        report[precision]["batch"] = config.data.batch_size
-        del trainer
+        needed = 3 + spec["steps"] + spec["sync_steps"]
+        trainer.sampler.set_epoch(0, 0, needed)
+        batches = iter(trainer.loader())
+        with training_runtime(config.train, device):
+            report[precision] = time_steps(trainer, batches, spec["steps"], device)
+            report[precision].update(count_step_syncs(trainer, batches, spec["sync_steps"], device))
+        report[precision].update(input=f"{config.data.height}x{config.data.width}", batch=config.data.batch_size)
+        del trainer, batches
     return report

@@ -192,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise SsanError("serving needs FastAPI and uvicorn: pip install 'ssan[serve]'") from None
     from ssan.search import Searcher
+    from ssan.search.index import read_meta
 
+    meta = read_meta(Path(args.index))  # before anything is written: the audit log goes into the index folder
     tokens, generated = _tokens(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
     if not tls and not _is_loopback(args.host):
@@ -222,10 +224,11 @@ def run(args: argparse.Namespace) -> int:
         proxy_headers=bool(args.forwarded_allow_ips),
         forwarded_allow_ips=args.forwarded_allow_ips,
     )
+    content = "tracks" if meta.get("content") == "tracks" else "images"
     source = "" if generated or tokens is None else f" (tokens from {tokens.source})"
     audited = f"; audit log {audit.path}" if audit is not None else "; no audit log"
     print(
-        f"serving {len(searcher.index)} images on {_address(args.host, port, tls, generated)}{source}{audited}",
+        f"serving {len(searcher.index)} {content} on {_address(args.host, port, tls, generated)}{source}{audited}",
         flush=True,
     )
     uvicorn.Server(config).run(sockets=[sock])

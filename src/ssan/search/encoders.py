@@ -122,6 +122,7 @@ def load_encoders(
         where = f"no ONNX export in {onnx_dir}" if onnx_dir is not None else "the onnx backend needs an export folder"
         raise SsanError(f"{where}; create it with `ssan export --checkpoint CKPT --out DIR`")
     from ssan.data.tokenizers import model_tokenizer
+    from ssan.clip.bpe import export_tokenizer
     from ssan.data.vocab import Vocabulary
     from ssan.search.onnx_backend import OnnxEncoders
 
@@ -129,7 +130,9 @@ def load_encoders(
     meta = encoders.meta
     info = EncoderInfo(
         fingerprint=meta["fingerprint"],
-        vocab=model_tokenizer(meta["arch"], Vocabulary(meta["vocab"]), int(meta["max_length"])),
+        vocab=export_tokenizer(onnx_dir, meta)
+        if "tokenizer" in meta
+        else model_tokenizer(meta["arch"], Vocabulary(meta["vocab"]), int(meta["max_length"])),
         height=int(meta["input"]["height"]),
         width=int(meta["input"]["width"]),
         max_length=int(meta["max_length"]),
@@ -153,7 +156,7 @@ def pad_id_lists(token_lists: Sequence[Sequence[int]], max_length: int) -> Tuple
 
 
 def image_transform(info: EncoderInfo):
-    """The evaluation transform (resize, tensor, normalise) at the model's input size."""
-    from ssan.data import build_transforms
+    """The evaluation transform (resize or, for CLIP, letterbox; tensor; normalise) at the model's input size."""
+    from ssan.models.families import gallery_transform
 
-    return build_transforms(info.height, info.width, train=False)
+    return gallery_transform(info.arch, info.height, info.width)
