@@ -121,8 +121,8 @@ def load_encoders(
     if onnx_dir is None or not (Path(onnx_dir) / "meta.json").is_file():
         where = f"no ONNX export in {onnx_dir}" if onnx_dir is not None else "the onnx backend needs an export folder"
         raise SsanError(f"{where}; create it with `ssan export --checkpoint CKPT --out DIR`")
-    from ssan.data.tokenizers import model_tokenizer
     from ssan.clip.bpe import export_tokenizer
+    from ssan.data.tokenizers import model_tokenizer
     from ssan.data.vocab import Vocabulary
     from ssan.search.onnx_backend import OnnxEncoders
 
