@@ -148,7 +148,8 @@ def count_step_syncs(trainer, batches, steps: int, device: torch.device) -> dict
     from ssan.engine.profiling import count_syncs
 
     cuda, warned, counted, lstm = device.type == "cuda", [], [], []
-    hook = trainer.model.text_encoder.lstm.register_forward_hook(lambda m, i, out: lstm.append(str(out[0].dtype)))
+    module = getattr(trainer.model.text_encoder, "lstm", None)  # None: a CLIP text trunk (the clip stage)
+    hook = module.register_forward_hook(lambda m, i, out: lstm.append(str(out[0].dtype))) if module else None
     for index in range(steps):
         batch = next(batches)
         with warnings.catch_warnings(record=True) as caught, count_syncs(host=_lengths(batch)) as syncs:
@@ -162,7 +163,8 @@ def count_step_syncs(trainer, batches, steps: int, device: torch.device) -> dict
                     torch.cuda.set_sync_debug_mode("default")
         warned.append(sum("synchroniz" in str(w.message) for w in caught))
         counted.append(syncs)
-    hook.remove()
+    if hook is not None:
+        hook.remove()
     return {
         "cuda_syncs_per_step": warned if cuda else None,
         "dispatcher_syncs_per_step": [len(s) for s in counted],
