@@ -134,3 +134,15 @@ def test_clip_trunks_pair_with_each_other_and_their_width():
         SSAN(10, backbone="clip-vit", clip_model="ssan-clip-tiny", hidden_dim=64, embed_dim=64)
     with pytest.raises(SsanError, match="model.hidden_dim=64 and model.embed_dim=64"):
         SSAN(10, **{**TINY, "embed_dim": 128})
+
+
+def test_an_import_clip_checkpoint_is_a_weights_file(reference, tmp_path):
+    """``ssan import-clip``'s checkpoint of the same weights gives the same model as the file."""
+    from ssan.clip import import_clip
+
+    oc_model, path = reference
+    import_clip("ssan-clip-tiny", tmp_path / "imported.pt", weights=path)
+    from_file = SSAN(10, parts=False, pretrained=str(path), **TINY).eval()
+    imported = SSAN(10, parts=False, pretrained=str(tmp_path / "imported.pt"), **TINY).eval()
+    for (name, a), (_, b) in zip(from_file.state_dict().items(), imported.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -3,10 +3,10 @@
 :func:`clip_state_dict` returns the whole CLIP model's weights with open_clip's key names
 (``visual.*`` for the image tower; ``token_embedding.weight``, ``positional_embedding``,
 ``transformer.*``, ``ln_final.*``, ``text_projection`` for the text tower); each trunk takes its
-own keys from it and loads them strictly. Files: an open_clip state dict (``.pt``, ``.bin``,
-``.pth``; optionally wrapped in ``{"state_dict": ...}`` or with ``module.`` prefixes), a
-``.safetensors`` file, or OpenAI's TorchScript archive (read with ``torch.jit.load``, only its
-state dict kept). A missing or unreadable file is one line naming it; never random weights.
+own keys from it and loads them strictly. Files: whatever :func:`ssan.clip.weights.read_state_dict`
+reads (an open_clip state dict, wrapped or with ``module.`` prefixes, ``.safetensors``, OpenAI's
+TorchScript archive), or a checkpoint written by ``ssan import-clip``. A missing or unreadable
+file is one line naming it; never random weights.
 """
 
 from __future__ import annotations
@@ -35,16 +35,25 @@ def _download_hint(model_name: str) -> str:
 
 
 def _read(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """The file's state dict: any published layout (ssan.clip's reader), or an ``ssan import-clip`` checkpoint."""
+    from ssan.checkpoint import FORMAT, load_checkpoint
+    from ssan.clip.weights import ClipWeightsError, read_state_dict
 
-        return load_file(str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # OpenAI's files are TorchScript archives, refused by weights_only
+        return read_state_dict(path)
+    except ClipWeightsError as error:
         if not zipfile.is_zipfile(path):
-            raise first
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
+            raise
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise error from None
+        if not (isinstance(state, dict) and state.get("format") == FORMAT):
+            raise error from None
+        state = load_checkpoint(path)  # validated as every ssan checkpoint
+        if (state.get("arch") or {}).get("family") != "open_clip":
+            raise PretrainedWeightsError(f"{path} is an ssan checkpoint but not of CLIP weights (ssan import-clip)") from None
+        return state["model"]
 
 
 def clip_state_dict(source: Union[bool, str, Path], model_name: str) -> dict:
@@ -60,6 +69,8 @@ def clip_state_dict(source: Union[bool, str, Path], model_name: str) -> dict:
         raise PretrainedWeightsError(f"CLIP weights file not found: {path}; {_download_hint(model_name)}")
     try:
         state = _read(path)
+    except PretrainedWeightsError:
+        raise
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise PretrainedWeightsError(
