@@ -52,7 +52,8 @@ def _read(path: Path) -> dict:
             raise error from None
         state = load_checkpoint(path)  # validated as every ssan checkpoint
         if (state.get("arch") or {}).get("family") != "open_clip":
-            raise PretrainedWeightsError(f"{path} is an ssan checkpoint but not of CLIP weights (ssan import-clip)") from None
+            message = f"{path} is an ssan checkpoint but not of CLIP weights (see ssan import-clip)"
+            raise PretrainedWeightsError(message) from None
         return state["model"]
 
 
