@@ -22,7 +22,7 @@ class FakeSearcher:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def search(self, query, k=10):
+    def search(self, query, k=10, filters=None):
         from ssan.search import QueryError
 
         with self.lock:

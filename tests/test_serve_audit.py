@@ -16,11 +16,12 @@ import httpx  # noqa: E402
 from servers import fake_searcher, running  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
 from ssan.search.audit import AuditLog  # noqa: E402
+from ssan.search.audit_chain import verify  # noqa: E402
 from ssan.search.security import Security  # noqa: E402
 from ssan.search.tokens import TokenStore, generate_token  # noqa: E402
 
 ALICE, BOB = generate_token(), generate_token()
-FIELDS = {"time", "client", "user", "token", "method", "path", "query", "k", "image_ids", "status"}
+FIELDS = {"time", "client", "user", "token", "method", "path", "query", "k", "image_ids", "status", "prev", "hash"}
 
 
 def lines(path: Path) -> list:
@@ -96,6 +97,7 @@ def test_eight_concurrent_clients_leave_exactly_as_many_lines(tmp_path):
         mine = [r for r in records if r["query"] == f"client {number} in a red coat"]
         assert len(mine) == 25 and {r["user"] for r in mine} == {("alice", "bob")[number % 2]}
         assert sorted(len(r["image_ids"]) for r in mine) == sorted(1 + i % 3 for i in range(0, 50, 2))
+    assert verify(path).ok  # eight threads, one chain
     assert sum(r["path"].startswith("/api/images/") for r in records) == 8 * 25
 
 
@@ -112,6 +114,7 @@ def test_rotation_keeps_the_bound_while_serving(tmp_path):
     assert all((tmp_path / name).stat().st_size <= 16 * 1024 for name in files)
     kept = [r["query"].split()[1] for name in reversed(files) for r in lines(tmp_path / name)]
     assert kept == [str(n) for n in range(300 - len(kept), 300)]  # the newest, none missing
+    assert verify(path).ok  # one chain across the rotated files
 
 
 def test_a_request_that_cannot_be_recorded_is_refused(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from ssan.errors import SsanError
 from ssan.search.audit import AuditLog
+from ssan.search.audit_chain import verify
 from ssan.search.security import _same_origin, split_host
 from ssan.search.throttle import FailureThrottle
 from ssan.search.tokens import TokenError, TokenStore, append_new_token, fingerprint, generate_token, parse_token_file
@@ -180,7 +181,9 @@ def test_audit_lines_are_appended_to_a_private_file(tmp_path):
     again = AuditLog(path)  # a restarted service appends
     again.write({"query": '\n"quoted"', "k": 1})
     again.close()
-    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == [
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert records[1]["prev"] == records[0]["hash"] and verify(path).ok  # the restart continues the chain
+    assert [{k: v for k, v in r.items() if k not in ("prev", "hash")} for r in records] == [
         {"query": "a woman in a red coat 🙂", "k": 3},
         {"query": '\n"quoted"', "k": 1},
     ]
@@ -207,10 +210,11 @@ def test_rotation_keeps_the_bound_and_loses_no_line_it_keeps(tmp_path):
     assert [f.name for f in files] == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3"]
     assert all(f.stat().st_size <= 16 * 1024 for f in files)
     kept = [json.loads(line) for name in (".3", ".2", ".1", "") for line in (tmp_path / f"audit.jsonl{name}").open()]
-    assert len(kept) > 300  # 4 files of about 16 KiB, lines of 30 to 130 bytes
+    assert len(kept) > 200  # 4 files of about 16 KiB, lines of 180 to 280 bytes (prev and hash included)
     for thread in range(4):  # a thread that finished early may have been rotated out entirely
         numbers = [r["number"] for r in kept if r["thread"] == thread]
         assert numbers == list(range(1000 - len(numbers), 1000))
+    assert verify(path).ok
 
 
 def test_audit_log_options_are_checked(tmp_path):

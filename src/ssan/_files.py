@@ -1,8 +1,10 @@
-"""Atomic file writes: a file is either the old one or the complete new one, never half-written."""
+"""Atomic file writes (a file is either the old one or the complete new one, never half-written), and
+private folders and files (0700 and 0600: an index holds people's pictures and their features)."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
@@ -49,3 +51,31 @@ def fsync_directory(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: PathLike) -> Path:
+    """Create ``path`` (and missing parents) if needed and make it 0700: only its owner may enter it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def open_private(path: PathLike) -> BinaryIO:
+    """Open ``path`` for writing (created or truncated) with mode 0600, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)  # an existing file keeps its mode through O_CREAT
+    return os.fdopen(fd, "wb")
+
+
+def open_to_others(*folders: PathLike) -> list:
+    """Those of ``folders`` that exist and that other users may read or enter (group or other bits set)."""
+    found = []
+    for folder in map(Path, folders):
+        if folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            found.append(folder)
+    return found

@@ -30,6 +30,9 @@ COMMANDS = (
     "serve",
     "export",
     "import-clip",
+    "audit",
+    "forget",
+    "watch",
 )
 
 log = logging.getLogger("ssan")

@@ -85,6 +85,16 @@ def _add_video_arguments(group) -> None:
         "--fps", type=float, default=defaults.fps, help=f"frames sampled per second (default {defaults.fps:g})"
     )
     group.add_argument("--camera", help="camera name of these sources (default: each file's stem)")
+    group.add_argument(
+        "--start-time",
+        help="wall-clock start of these sources, ISO 8601 with zone (2026-12-01T08:00:00Z; "
+        "default: a time in the name with --time-from-name, else the container's creation_time)",
+    )
+    group.add_argument(
+        "--time-from-name",
+        metavar="PATTERN",
+        help="find each source's UTC start in its file name, e.g. '%%Y%%m%%d_%%H%%M%%S'",
+    )
     group.add_argument("--keep-ids", action="store_true", help="use the MOT file's ids as tracks (no tracking)")
     group.add_argument(
         "--crops-per-track",
@@ -131,7 +141,16 @@ def _check_video_options(args) -> None:
     if args.video is None:
         given = [
             f"--{n.replace('_', '-')}"
-            for n in ("detections", "detector", "detector_weights", "camera", "min_score", "frame_rate")
+            for n in (
+                "detections",
+                "detector",
+                "detector_weights",
+                "camera",
+                "min_score",
+                "frame_rate",
+                "start_time",
+                "time_from_name",
+            )
             if getattr(args, n) is not None
         ]
         if args.keep_ids:
@@ -141,6 +160,8 @@ def _check_video_options(args) -> None:
         return
     if args.fps <= 0 or args.crops_per_track < 1:
         raise SsanError(f"--fps must be positive and --crops-per-track >= 1 (got {args.fps}, {args.crops_per_track})")
+    if args.start_time is not None and args.time_from_name is not None:
+        raise SsanError("--start-time and --time-from-name contradict each other: choose one")
     if args.min_score is not None and not 0 <= args.min_score <= 1:
         raise SsanError(f"--min-score must be between 0 and 1, got {args.min_score}")
 
@@ -163,6 +184,8 @@ def _run_video(args, spec, onnx_dir) -> int:
         detector=args.detector,
         detector_weights=args.detector_weights,
         camera=args.camera,
+        start_time=args.start_time,
+        time_from_name=args.time_from_name,
         options=options,
         spec=spec,
         add=args.add,

@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
     parser.add_argument("--sheet", help="write a picture of the results (PNG) here")
     parser.add_argument("--attention", help="write the per-part word attention heat map (PNG) here")
+    narrow = parser.add_argument_group("footage filters (an index of tracks)")
+    narrow.add_argument(
+        "--camera", action="append", default=[], metavar="NAME", help="only tracks of this camera (repeatable)"
+    )
+    narrow.add_argument("--after", metavar="TIME", help="only tracks seen at or after TIME (ISO 8601 with zone)")
+    narrow.add_argument("--before", metavar="TIME", help="only tracks seen at or before TIME (ISO 8601 with zone)")
     add_searcher_arguments(parser)
 
 
@@ -60,11 +66,16 @@ def track_lines(results: list) -> list:
     from pathlib import Path
 
     width = max([6] + [len(r["camera"]) for r in results])
-    lines = [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<21}  {'track':>6}  source"]
+    wall = any(r.get("utc_start") for r in results)
+    span_width = 46 if wall else 21
+    note = [] if wall else ["times: seconds from the start of each file (no wall-clock start known for these tracks)"]
+    lines = note + [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<{span_width}}  {'track':>6}  source"]
     for r in results:
         span = f"{clock(r['start'])}-{clock(r['end'])}"
+        if wall:
+            span = f"{r['utc_start']}-{r['utc_end'][11:]}" if r.get("utc_start") else f"{span} (offsets)"
         lines.append(
-            f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<21}  {r['track']:>6}  "
+            f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<{span_width}}  {r['track']:>6}  "
             f"{Path(r['video']).name}"
         )
     return lines
@@ -94,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ssan.search import Searcher
+    from ssan.search.filters import TrackFilter
 
+    filters = TrackFilter.parse(args.camera, args.after, args.before)  # a bad time fails before the model loads
     searcher = Searcher(
         args.index,
         backend=args.backend,
@@ -103,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_dir=args.onnx,
         threads=args.threads,
     )
-    answer = searcher.search(args.query, k=args.k)
+    answer = searcher.search(args.query, k=args.k, filters=filters or None)
     print(json.dumps(answer, indent=1, ensure_ascii=False) if args.json else format_answer(answer))
     if args.sheet and answer["results"] and "track" in answer["results"][0]:
         _track_sheet(answer, args.sheet)

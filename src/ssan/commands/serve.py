@@ -16,6 +16,7 @@ import socket
 import ssl
 from pathlib import Path
 
+from ssan.commands._retention_options import add_retention_arguments, retention_plan, start_retention
 from ssan.commands._searcher_options import add_searcher_arguments
 from ssan.errors import SsanError
 
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     access.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM); the cookie is then Secure")
     access.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    add_retention_arguments(parser.add_argument_group("retention (an index of footage)"))
 
 
 def _is_loopback(host: str) -> bool:
@@ -179,6 +181,22 @@ def _add_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_readable(index: str) -> None:
+    """Index folders hold features and (footage) crops of people: say so when other users can read them."""
+    import stat
+
+    from ssan._files import open_to_others
+
+    for folder in open_to_others(index, Path(index) / "crops"):  # the features and the people's pictures
+        log.warning(
+            "index folder %s is readable by other users (mode %o): it holds people's pictures and features; "
+            "run `chmod -R go-rwx %s`",
+            folder,
+            stat.S_IMODE(folder.stat().st_mode),
+            index,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.new_token:
         return _add_token(args)
@@ -196,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
 
     meta = read_meta(Path(args.index))  # before anything is written: the audit log goes into the index folder
     tokens, generated = _tokens(args)
+    plan = retention_plan(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
     if not tls and not _is_loopback(args.host):
         log.warning(
@@ -213,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         onnx_dir=args.onnx,
         threads=args.threads,
     )
+    _warn_if_readable(args.index)
+    start_retention(plan, args, args.index, audit, after=lambda _: searcher.refresh())
     security = Security(tokens=tokens, allowed_hosts=allowed, audit=audit, cookie_name=f"ssan_session_{port}")
     app = create_app(searcher, security, max_body_bytes=args.max_body_bytes)
     config = uvicorn.Config(

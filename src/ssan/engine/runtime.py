@@ -3,7 +3,7 @@
 ``train.tf32`` covers every float32 kernel that TF32 can speed up: cuBLAS matmuls and cuDNN's
 convolutions and LSTM (``false``: full float32 for all three; cuDNN's own default is TF32).
 
-What ``train.deterministic`` buys (see the README, "Exact resume"): on the CPU every run is
+What ``train.deterministic`` buys (see docs/gpu.md, "Exact resume"): on the CPU every run is
 deterministic anyway, and a resumed run equals an uninterrupted one bit for bit. On CUDA the
 default kernels are not deterministic (cuDNN's algorithm search and several backward kernels use
 atomic additions), so a resumed run is only close; with ``train.deterministic`` PyTorch must use

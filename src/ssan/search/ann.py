@@ -168,12 +168,22 @@ def index_bytes(index) -> int:
     return int(faiss_module().serialize_index(index).nbytes)
 
 
-def search(index, spec: IndexSpec, queries: np.ndarray, k: int, features: Optional[np.ndarray] = None):
+def search(
+    index,
+    spec: IndexSpec,
+    queries: np.ndarray,
+    k: int,
+    features: Optional[np.ndarray] = None,
+    rows: Optional[np.ndarray] = None,
+):
     """Top-k (scores, rows), each Q x k, best first; rows are -1 where fewer than k exist.
 
     For IVF-PQ with ``spec.refine`` and ``features`` (the gallery's exact vectors, an array
     or a memory map), ``refine * k`` candidates are re-scored exactly and re-ranked.
+    ``rows`` (sorted row numbers) restricts the search to those rows: see :func:`search_rows`.
     """
+    if rows is not None:
+        return search_rows(index, spec, queries, k, features, rows)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     total = index.ntotal
     if total == 0:
@@ -197,3 +207,63 @@ def _rescore(queries: np.ndarray, rows: np.ndarray, features: np.ndarray, k: int
         out_scores[q, : len(order)] = exact[order]
         out_rows[q, : len(order)] = valid[order]
     return out_scores, out_rows
+
+
+SUBSET_SCAN_ROWS = 20_000  # exact index: at most this many selected rows are scored in one matrix product
+SMALL_SCAN_ROWS = 2_000  # compressed or graph index: below this, scoring the rows exactly is cheaper than FAISS
+
+
+def _selector_params(spec: IndexSpec, rows: np.ndarray):
+    """FAISS search parameters that visit only ``rows`` (the selector must outlive the search)."""
+    faiss = faiss_module()
+    selector = faiss.IDSelectorBatch(rows)
+    if spec.kind == "ivfpq":
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, min(spec.nprobe, spec.nlist or spec.nprobe)))
+    elif spec.kind == "hnsw":
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=spec.ef_search)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    return params, selector
+
+
+def scan_rows(features: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray):
+    """Exact top-k among ``rows`` of ``features`` (ties by row number): (scores, rows), each Q x min(k, |rows|)."""
+    k = min(k, len(rows))
+    out_scores = np.empty((len(queries), k), dtype=np.float32)
+    out_rows = np.empty((len(queries), k), dtype=np.int64)
+    # |rows| x Q; einsum's own loop: a BLAS call this small mostly waits for its threads on a busy machine
+    scores = np.einsum("rf,qf->rq", np.asarray(features[rows], dtype=np.float32), queries)
+    for q in range(len(queries)):
+        order = np.lexsort((rows, -scores[:, q]))[:k]
+        out_scores[q], out_rows[q] = scores[order, q], rows[order]
+    return out_scores, out_rows
+
+
+def search_rows(index, spec: IndexSpec, queries: np.ndarray, k: int, features, rows: np.ndarray):
+    """Top-k among ``rows`` only; k' = min(k, |rows|) results for every query, always.
+
+    A small selection (at most :data:`SUBSET_SCAN_ROWS` on the exact index,
+    :data:`SMALL_SCAN_ROWS` on the others) is scored exactly from ``features``; a larger one is
+    searched by FAISS with an ``IDSelectorBatch`` (flat: exact; IVF-PQ and HNSW: approximate,
+    re-scored as usual), and a query for which the selector left fewer than k' results (IVF
+    lists or graph paths missing the selected rows) is scored exactly.
+    """
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    k = min(k, len(rows))
+    small = SUBSET_SCAN_ROWS if spec.kind == "flat" else SMALL_SCAN_ROWS
+    if features is not None and len(rows) <= small:
+        return scan_rows(features, queries, k, rows)
+    params, _selector = _selector_params(spec, rows)
+    wants_refine = spec.kind == "ivfpq" and spec.refine > 0 and features is not None
+    fetch = min(len(rows), k * spec.refine) if wants_refine else k
+    scores, found = index.search(queries, fetch, params=params)
+    if wants_refine:
+        scores, found = _rescore(queries, found, features, k)
+    scores, found = scores[:, :k], found[:, :k]
+    short = np.flatnonzero((found < 0).any(axis=1))
+    if len(short) and features is not None:
+        scores[short], found[short] = scan_rows(features, queries[short], k, rows)
+    return scores, found

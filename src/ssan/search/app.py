@@ -35,6 +35,7 @@ from ssan.errors import SsanError
 from ssan.search.audit import AuditMiddleware, note
 from ssan.search.auth import AuthMiddleware
 from ssan.search.errors import QueryError
+from ssan.search.filters import TrackFilter
 from ssan.search.limits import BodyLimitMiddleware, HeadersMiddleware
 from ssan.search.media import FrameCache, add_media_routes, image_id_of
 from ssan.search.security import HostOriginMiddleware, Security
@@ -60,6 +61,9 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     query: str = Field(..., min_length=1, max_length=SERVICE_MAX_QUERY_CHARS, description="free-text description")
     k: int = Field(10, ge=1, le=MAX_K, description="number of results")
+    cameras: Optional[List[str]] = Field(None, max_length=100, description="footage: only tracks of these cameras")
+    after: Optional[str] = Field(None, max_length=40, description="footage: only tracks seen at or after (ISO 8601)")
+    before: Optional[str] = Field(None, max_length=40, description="footage: only tracks seen at or before (ISO 8601)")
 
 
 class SearchResult(BaseModel):
@@ -73,8 +77,11 @@ class SearchResult(BaseModel):
     track: Optional[int] = Field(None, description="track id in its footage")
     camera: Optional[str] = None
     source: Optional[str] = Field(None, description="the footage's file or folder name")
-    start: Optional[float] = Field(None, description="first seen, seconds from the start of the footage")
+    start: Optional[float] = Field(None, description="first seen, seconds from the start of the footage (its file)")
     end: Optional[float] = Field(None, description="last seen, seconds")
+    utc_start: Optional[str] = Field(None, description="first seen, ISO 8601 UTC (null when only offsets are known)")
+    utc_end: Optional[str] = Field(None, description="last seen, ISO 8601 UTC")
+    time_base: Optional[str] = Field(None, description="utc: wall-clock times known; offset: seconds in the file only")
     frames: Optional[List[int]] = Field(None, description="1-based frame numbers of kept crops, best first")
     times: Optional[List[float]] = Field(None, description="their times, seconds")
     boxes: Optional[List[List[float]]] = Field(None, description="their boxes, [x, y, w, h] pixels")
@@ -97,6 +104,7 @@ def _track_result(r: dict) -> dict:
     image_id = r["image_id"]
     return {
         **{name: r[name] for name in ("track", "camera", "start", "end", "frames", "times", "boxes")},
+        **{name: r.get(name) for name in ("utc_start", "utc_end", "time_base")},
         "source": Path(r["video"]).name,
         "frame_url": f"/api/frames/{image_id}",
         "clip_url": f"/api/clips/{image_id}" if r.get("source_kind") == "video" else None,
@@ -195,7 +203,10 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
         On an index of footage each result is a track: camera, start and end, the kept crops'
         frames, times and boxes, and the addresses of its frame and clip."""
         note(request.scope, query=body.query, k=body.k)
-        answer = searcher.search(body.query, k=body.k)
+        filters = TrackFilter.parse(body.cameras, body.after, body.before)
+        if filters:
+            note(request.scope, filters={"cameras": body.cameras, "after": body.after, "before": body.before})
+        answer = searcher.search(body.query, k=body.k, **({"filters": filters} if filters else {}))
         note(request.scope, image_ids=[r["image_id"] for r in answer["results"]])
         return _to_response(answer)
 
@@ -210,8 +221,13 @@ def create_app(searcher, security: Security, max_body_bytes: int = DEFAULT_MAX_B
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
-    if searcher.describe().get("tracks"):  # an index of footage: its clips and frames
+    if searcher.describe().get("tracks"):  # an index of footage: its clips and frames, its cameras
         add_media_routes(app, searcher, FrameCache())
+
+        @app.get("/api/cameras")
+        def cameras():
+            """The cameras of the indexed footage (for the page's filter)."""
+            return {"cameras": searcher.cameras()}
 
     @app.get("/healthz")
     def healthz():

@@ -15,12 +15,15 @@ None when the request never reached the search (422). The line is written when t
 starts, before any result leaves the service: when it cannot be written, the request gets 503.
 Each line is one ``write`` to a file opened for appending (mode 0600) under a lock, so lines
 never interleave; the file is rotated (``audit.jsonl.1`` ... ``.N``) before it would pass
-``max_bytes``.
+``max_bytes``. Every line also carries ``prev`` and ``hash``, a SHA-256 chain across rotations
+that shows any change (:mod:`ssan.search.audit_chain`; ``ssan audit verify LOG``). Other
+processes may append to the same log (``ssan forget`` records each erasure there): the
+write, with its chain link, happens under an exclusive ``flock`` of the file.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
 import os
 import threading
@@ -28,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ssan.errors import SsanError
+from ssan.search.audit_chain import last_link, seal
 from ssan.search.limits import send_json
 from ssan.search.tokens import IDENTITY_KEY
 
@@ -70,19 +74,38 @@ class AuditLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        fd, self._fd = self._fd, self._open()
-        os.close(fd)
+
+    def _locked_current(self) -> None:
+        """Hold an exclusive lock on the file now at ``path`` (another process may have rotated it)."""
+        while True:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(self._fd)
+            if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                return
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fd, self._fd = self._fd, self._open()
+            os.close(fd)
 
     def write(self, record: dict) -> None:
-        """Append ``record`` as one line; OSError when it could not be written."""
-        line = (json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode("utf-8")
+        """Append ``record`` as one chained line; OSError when it could not be written."""
         with self._lock:
-            size = os.fstat(self._fd).st_size
-            if self.max_bytes and size and size + len(line) > self.max_bytes:
-                self._rotate()
-            view = memoryview(line)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            self._locked_current()
+            try:
+                line = seal(record, last_link(self.path))
+                size = os.fstat(self._fd).st_size
+                if self.max_bytes and size and size + len(line) > self.max_bytes:
+                    self._rotate()
+                    self._locked_current()
+                    line = seal(record, last_link(self.path))  # another writer may have gone first
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._lock:
@@ -124,6 +147,7 @@ def _record(scope: dict, noted: dict, status: int) -> dict:
         "k": noted.get("k"),
         "image_ids": noted.get("image_ids", []),
         "status": status,
+        **({"filters": noted["filters"]} if "filters" in noted else {}),  # a footage search's cameras and window
     }
 
 

@@ -27,6 +27,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ssan._files import PRIVATE_FILE_MODE, open_private, private_dir
 from ssan.search import ann
 from ssan.search.errors import GalleryIndexError
 from ssan.search.files import is_image_name
@@ -42,10 +43,11 @@ QUERIES_FILE = "recall_queries.npy"
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path``."""
+    """Write through ``write(tmp_path)`` then rename over ``path`` (mode 0600)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, PRIVATE_FILE_MODE)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -54,7 +56,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def _save_array(path: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
+        with open_private(tmp) as handle:
             np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
 
     _atomic_write(path, write)
@@ -125,14 +127,13 @@ class GalleryIndex:
         return cls(meta, features, faiss_index, queries)
 
     def save(self, directory: Union[str, Path]) -> Path:
-        """Write the folder so that a kill at any moment leaves the old index or the new one.
+        """Write the folder (0700, files 0600) so that a kill at any moment leaves the old index or the new one.
 
         Data files get names unique to this write; ``meta.json``, which names them, is
         replaced last (atomically) and is the single commit point; the previous write's
         data files are removed only after it.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = private_dir(directory)
         tag = uuid.uuid4().hex[:12]
         files = {
             "features": f"features.{tag}.npy",
@@ -152,16 +153,18 @@ class GalleryIndex:
         _remove_stale_files(directory, set(files.values()))
         return directory
 
-    def search(self, queries: np.ndarray, k: int):
+    def search(self, queries: np.ndarray, k: int, rows: Optional[np.ndarray] = None):
         """Top-k ``(scores, rows)`` (each Q x k', k' = min(k, N)) for Q x F query vectors.
 
         For the exact kind the scores are the SSAN similarities; IVF-PQ candidates are
         re-scored exactly from ``features.npy`` (see :class:`ssan.search.ann.IndexSpec`).
+        ``rows`` (sorted row numbers, e.g. :meth:`TrackColumns.rows`) searches among those
+        only, k' = min(k, len(rows)) (:func:`ssan.search.ann.search_rows`).
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.layout["dim"]:
             raise GalleryIndexError(f"query vectors are {queries.shape[1]} wide, the index holds {self.layout['dim']}")
-        return ann.search(self.faiss_index, self.spec, queries, k, features=self.features)
+        return ann.search(self.faiss_index, self.spec, queries, k, features=self.features, rows=rows)
 
     def check_fingerprint(self, fingerprint: str, source: str) -> None:
         """Refuse encoders whose weights differ from the ones the index was built with."""

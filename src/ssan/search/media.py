@@ -113,19 +113,28 @@ class FrameCache:
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self._decoding = threading.BoundedSemaphore(decoders)
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, image_id: int, track: dict) -> bytes:
-        """The JPEG of ``track`` (indexed as ``image_id``), rendered on first use."""
+    def get(self, image_id: int, track: dict, generation: int = 0) -> bytes:
+        """The JPEG of ``track`` (indexed as ``image_id`` in index ``generation``), rendered on first use.
+
+        A new ``generation`` (the index was reloaded after an erasure) empties the cache first.
+        """
         with self._lock:
+            if generation != self.generation:  # the index was rewritten (an erasure): its frames go too
+                self._items.clear()
+                self.generation = generation
             if image_id in self._items:
                 self._items.move_to_end(image_id)
                 return self._items[image_id]
         with self._decoding:
             data = self.render(track)
         with self._lock:
+            if generation != self.generation:
+                return data  # rendered from an index replaced meanwhile: not kept
             self._items[image_id] = data
             self._items.move_to_end(image_id)
             while len(self._items) > self.size:
@@ -165,7 +174,7 @@ def add_media_routes(app: FastAPI, searcher, frames: FrameCache) -> None:
         if track is None or (track.get("source_kind") == "video" and searcher.video_file(number) is None):
             return _not_found("frame")
         try:
-            data = frames.get(number, track)
+            data = frames.get(number, track, getattr(searcher, "generation", 0))
         except (SsanError, OSError) as exc:
             log.warning("no frame for track result %d: %s", number, exc)
             return JSONResponse({"detail": "the frame of this track cannot be read"}, status_code=404)

@@ -18,6 +18,7 @@ from ssan.errors import SsanError
 from ssan.models import flatten_features
 from ssan.search.encoders import load_encoders, pad_id_lists
 from ssan.search.errors import GalleryIndexError, QueryError
+from ssan.search.filters import TrackColumns, TrackFilter
 from ssan.search.index import GalleryIndex
 from ssan.search.tracks import track_fields, video_file
 
@@ -63,7 +64,10 @@ class Searcher:
         if threads is not None:
             set_threads(threads)
         index_dir = Path(index_dir)
+        self.index_dir = index_dir
+        self._stamp = _stamp(index_dir)
         self.index = GalleryIndex.load(index_dir)
+        self.generation = 0  # counts reloads (:meth:`refresh`): row ids of one generation mean nothing in another
         if backend == "onnx":
             onnx_dir = _onnx_dir(index_dir, onnx_dir)
         checkpoint = checkpoint if checkpoint is not None else self.index.meta["checkpoint"]
@@ -75,6 +79,7 @@ class Searcher:
         self.backend = backend
         self.max_length = int(self.index.meta["encode"]["max_length"])
         self._lock = threading.Lock()
+        self._columns = None  # (index, TrackColumns of its entries), built on the first filtered search
         log.debug("loaded %r with %s encoders", self.index, backend)
 
     def parse_query(self, query: str) -> dict:
@@ -107,8 +112,38 @@ class Searcher:
         vector = flatten_features(feats).numpy().astype(np.float32, copy=False)
         return vector, (attention[0, : len(ids)].numpy() if attention is not None else None)
 
-    def search(self, query: str, k: int = 10) -> dict:
-        """Rank the gallery against ``query``.
+    def refresh(self) -> bool:
+        """Reload the index when its ``meta.json`` was replaced (an erasure, tracks appended); True if reloaded.
+
+        The folder is written so that ``meta.json`` is replaced last: the loaded index is the old
+        one or the new one, whole. A reload that fails (a write caught between two files) keeps
+        the index being served and is tried again on the next call.
+        """
+        stamp = _stamp(self.index_dir)
+        if stamp == self._stamp:
+            return False
+        try:
+            index = GalleryIndex.load(self.index_dir)
+            index.check_fingerprint(self.info.fingerprint, "the encoders being served")
+        except GalleryIndexError as exc:
+            log.warning("index %s changed but cannot be reloaded yet: %s", self.index_dir, exc)
+            return False
+        with self._lock:
+            self.index, self._stamp, self._columns = index, stamp, None
+            self.generation += 1
+        log.info("reloaded %s: %d entries", self.index_dir, len(index))
+        return True
+
+    def rows(self, filters: Optional[TrackFilter]) -> Optional[np.ndarray]:
+        """The row numbers ``filters`` keeps (None: no filter, every row)."""
+        if not filters:
+            return None
+        if self._columns is None or self._columns[0] is not self.index:
+            self._columns = (self.index, TrackColumns.of(self.index.entries))
+        return self._columns[1].rows(filters)
+
+    def search(self, query: str, k: int = 10, filters: Optional[TrackFilter] = None) -> dict:
+        """Rank the gallery against ``query`` (among the tracks ``filters`` keeps, when given).
 
         Returns:
             ``{"query", "k", "results": [{"rank", "image_id", "score", "path", "name", "id"}],
@@ -118,9 +153,10 @@ class Searcher:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k must be a positive integer, got {k!r}")
         parsed = self.parse_query(query)
+        self.refresh()
         with self._lock:  # one model call at a time: encoders and FAISS are shared by every thread
             vector, attention = self._encode(parsed["ids"])
-            scores, rows = self.index.search(vector, int(k))
+            scores, rows = self.index.search(vector, int(k), rows=self.rows(filters))
         results = []
         for rank, (score, row) in enumerate(zip(scores[0].tolist(), rows[0].tolist()), start=1):
             if row < 0:
@@ -149,19 +185,26 @@ class Searcher:
 
     def image_file(self, image_id: int) -> Optional[Path]:
         """File of an indexed image by id (None when unknown or unsafe); see GalleryIndex.image_file."""
+        self.refresh()
         return self.index.image_file(image_id)
 
     def video_file(self, image_id: int) -> Optional[Path]:
         """Video file of an indexed track by id (None for images, frame folders, unknown or unsafe ids)."""
+        self.refresh()
         if not isinstance(image_id, int) or not 0 <= image_id < len(self.index):
             return None
         return video_file(self.index.entries[image_id])
 
     def track(self, image_id: int) -> Optional[dict]:
         """The track fields of track ``image_id`` (:func:`track_fields`); None for images and unknown ids."""
+        self.refresh()
         if not isinstance(image_id, int) or not 0 <= image_id < len(self.index):
             return None
         return track_fields(self.index.entries[image_id]) or None
+
+    def cameras(self) -> list:
+        """The camera names of the indexed tracks, sorted."""
+        return sorted({e["camera"] for e in self.index.entries if e.get("camera") is not None})
 
     def describe(self) -> dict:
         """What is being served (for health checks)."""
@@ -173,6 +216,15 @@ class Searcher:
             "identities": any(e.get("id") is not None for e in self.index.entries),
             "tracks": self.index.meta.get("content") == "tracks",
         }
+
+
+def _stamp(index_dir: Path) -> tuple:
+    """What changes when ``meta.json`` is replaced: its inode, size and modification time."""
+    try:
+        info = (index_dir / "meta.json").stat()
+    except OSError:
+        return ()
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def set_threads(threads: int) -> None:

@@ -7,7 +7,11 @@ adds::
     "kind": "track", "track": id in its source, "camera": name, "video": source path,
     "source_kind": "video" | "frames", "start" / "end": seconds, "first_frame" / "last_frame",
     "boxes_seen": boxes over the sampled frames, and for its kept crops (best first):
-    "frames": [1-based frame numbers], "times": [seconds], "boxes": [[x, y, w, h] pixels]
+    "frames": [1-based frame numbers], "times": [seconds], "boxes": [[x, y, w, h] pixels],
+    and when the source's wall-clock start was known (:mod:`ssan.video.clock`):
+    "utc_start" / "utc_end": ISO 8601 UTC times. Search results add "time_base": "utc" when
+    they are there, "offset" when only the seconds from the start of the file are known
+    (sources without a known start, indexes made before wall-clock times).
 
 Nothing here reads video: :func:`ssan.video.track_frame` decodes a track's frame.
 """
@@ -33,6 +37,8 @@ TRACK_FIELDS = (
     "boxes",
     "video",
     "source_kind",
+    "utc_start",
+    "utc_end",
 )
 
 
@@ -44,7 +50,8 @@ def track_fields(entry: dict) -> dict:
     """The track fields of an entry (``{}`` for an image entry), for search results."""
     if not is_track(entry):
         return {}
-    return {name: entry[name] for name in TRACK_FIELDS if name in entry}
+    fields = {name: entry[name] for name in TRACK_FIELDS if name in entry}
+    return {**fields, "time_base": "utc" if entry.get("utc_start") else "offset"}
 
 
 def video_file(entry: dict) -> Optional[Path]:

@@ -14,9 +14,11 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ssan._files import open_private, private_dir
 from ssan.models import flatten_features
 from ssan.search.encode import layout_of
 from ssan.video.aggregate import mean_of_normalised
+from ssan.video.clock import shifted
 from ssan.video.frames import Source
 from ssan.video.tracks import Track
 
@@ -33,7 +35,7 @@ def crop_name(source: Source, track: Track) -> str:
 
 def track_entry(source: Source, track: Track, crop_path: Path) -> dict:
     """The index entry of a finished track (plain data, JSON-ready)."""
-    return {
+    entry = {
         "path": str(crop_path),
         "name": f"{source.camera}/track {track.track}",
         "id": None,
@@ -51,6 +53,10 @@ def track_entry(source: Source, track: Track, crop_path: Path) -> dict:
         "times": [round(c.time, 3) for c in track.crops],
         "boxes": [[round(v, 1) for v in c.box] for c in track.crops],
     }
+    if source.start_utc is not None:
+        entry["utc_start"] = shifted(source.start_utc, entry["start"])
+        entry["utc_end"] = shifted(source.start_utc, entry["end"])
+    return entry
 
 
 class TrackEncoder:
@@ -67,8 +73,7 @@ class TrackEncoder:
 
     def __init__(self, encoders, transform, crops_dir: Path, batch_size: int = 64):
         self.encoders, self.transform, self.batch_size = encoders, transform, batch_size
-        self.crops_dir = Path(crops_dir)
-        self.crops_dir.mkdir(parents=True, exist_ok=True)
+        self.crops_dir = private_dir(crops_dir)
         self.entries: List[dict] = []
         self.vectors: List[np.ndarray] = []
         self.layout: Optional[dict] = None
@@ -78,7 +83,8 @@ class TrackEncoder:
     def add(self, source: Source, track: Track) -> None:
         """Queue a finished track (its best crop is written now); encodes when a batch is full."""
         path = self.crops_dir / crop_name(source, track)
-        track.crops[0].image.save(path, quality=90)
+        with open_private(path) as handle:  # people's pictures: 0600 in a 0700 folder
+            track.crops[0].image.save(handle, "JPEG", quality=90)
         self._pending.append((track_entry(source, track, path.resolve()), [c.image for c in track.crops]))
         if sum(len(crops) for _, crops in self._pending) >= self.batch_size:
             self.flush()

@@ -37,6 +37,8 @@ class Source:
     path: str  # absolute, resolved
     kind: str  # video | frames
     camera: str  # the file stem (or the folder's name) unless given
+    start_utc: Optional[str] = None  # ISO 8601 UTC instant of its first frame (ssan.video.clock), if known
+    time_source: Optional[str] = None  # how start_utc was found: start-time | name | creation_time | receive
 
     @property
     def name(self) -> str:

@@ -118,16 +118,16 @@ class SourceIngest:
                 leave=False,
             )
             for frame in reader.frames(self.options.fps):
-                self._add_frame(frame, tracker, running)
-                yield from self._finish(running, frame.time)
+                self.add_frame(frame, tracker, running)
+                yield from self.finished(running, frame.time)
                 bar.update(1)
                 bar.set_postfix(tracks=self.stats["tracks"], refresh=False)
             bar.close()
-            yield from self._finish(running, None)
+            yield from self.finished(running, None)
         self.stats["seconds"] = clock.perf_counter() - started
         self._check_used()
 
-    def _add_frame(self, frame: Frame, tracker, running: Dict[int, TrackBuilder]) -> None:
+    def add_frame(self, frame: Frame, tracker, running: Dict[int, TrackBuilder]) -> None:
         boxes, scores, ids, visibility = self.boxes(frame)
         self.stats["frames"] += 1
         if not len(boxes):
@@ -144,7 +144,7 @@ class SourceIngest:
             builder.add(frame.number, frame.time, boxes[row], float(quality[row]), frame.image)
             self.stats["boxes"] += 1
 
-    def _finish(self, running: Dict[int, TrackBuilder], now: Optional[float]) -> Iterator[Track]:
+    def finished(self, running: Dict[int, TrackBuilder], now: Optional[float]) -> Iterator[Track]:
         """Hand on the tracks that ended (all of them when ``now`` is None)."""
         ended = [t for t, b in running.items() if now is None or now - b.end > self.idle]
         for track in ended:

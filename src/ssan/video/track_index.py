@@ -22,6 +22,7 @@ from ssan.search.builder import index_meta, measure_recall, open_existing, recal
 from ssan.search.encoders import image_transform, load_encoders
 from ssan.search.errors import GalleryIndexError
 from ssan.search.index import GalleryIndex
+from ssan.video.clock import dated
 from ssan.video.detectors import DEFAULT_MIN_SCORE, build_detector
 from ssan.video.encode import CROPS_DIR, TrackEncoder
 from ssan.video.errors import DetectionsError
@@ -89,6 +90,8 @@ def _ingest(sources, detections, detector, options, encoder, reference_height, p
                 "type": source.kind,
                 "path": source.path,
                 "camera": source.camera,
+                "start_time": source.start_utc,
+                "time_source": source.time_source,
                 "detections": None if detector is not None else str(detections),
                 **stats,
             }
@@ -106,6 +109,8 @@ def build_track_index(
     detector: Optional[str] = None,
     detector_weights: Optional[Union[str, Path]] = None,
     camera: Optional[str] = None,
+    start_time: Optional[str] = None,
+    time_from_name: Optional[str] = None,
     options: Optional[IngestOptions] = None,
     spec: Optional[ann.IndexSpec] = None,
     add: bool = False,
@@ -123,6 +128,9 @@ def build_track_index(
         videos: ``--video`` arguments; detections: a MOT file (one source) or a folder of
             ``<stem>.txt``; detector: a registered detector name instead (exactly one of the two).
         camera: camera name for every source (default: each file's stem).
+        start_time: ISO 8601 UTC start of the sources; time_from_name: a ``strftime`` pattern
+            finding it in each file name; neither: the container's ``creation_time`` if any
+            (:mod:`ssan.video.clock`).
         options: sampling and track settings (:class:`IngestOptions`).
         Others as :func:`ssan.search.builder.build_index`.
     """
@@ -132,6 +140,7 @@ def build_track_index(
     if options.keep_ids and detector is not None:
         raise SsanError("--keep-ids uses the ids of a MOT file: it needs --detections, not --detector")
     sources, refused = find_sources(videos, camera)
+    sources = [dated(s, start_time, time_from_name) for s in sources]
     _check_pairing(detections, sources)
     out_dir = Path(out_dir)
     existing = open_existing(out_dir, add, overwrite)
@@ -144,6 +153,15 @@ def build_track_index(
     new = [s for s in sources if s.path not in known]
     if existing is not None:
         log.info("%d source(s) already indexed, %d new", len(sources) - len(new), len(new))
+        forgotten = sorted(
+            {s["path"] for s in existing.meta["sources"] if s.get("forgotten")} & {s.path for s in sources}
+        )
+        if forgotten:
+            log.warning(
+                "not indexed again: %d source(s) whose tracks were forgotten (%s); --overwrite rebuilds from scratch",
+                len(forgotten),
+                ", ".join(forgotten[:3]),
+            )
     if detector is not None:
         if options.min_score is None:
             options = replace(options, min_score=DEFAULT_MIN_SCORE)

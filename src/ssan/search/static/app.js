@@ -16,6 +16,10 @@ const clip = document.getElementById("clip");
 const playerFrame = document.getElementById("player-frame");
 const playerNote = document.getElementById("player-note");
 const lastTracks = new Map();  // the track results shown, by image id
+const filtersBox = document.getElementById("filters");
+const camerasBox = document.getElementById("cameras");
+const afterBox = document.getElementById("after");
+const beforeBox = document.getElementById("before");
 
 // Opened with ?token=...: the server has set the session cookie; take the token out of the
 // address bar (and so out of the history and of anything copied from it).
@@ -88,6 +92,15 @@ function timeRange(item) {
   return clock(item.start) + "–" + clock(item.end);
 }
 
+// Wall-clock time of a track in this browser's zone, with the zone's name ("" when only offsets are known).
+function localTime(item) {
+  if (item.time_base !== "utc" || !item.utc_start) return "";
+  const options = { dateStyle: "medium", timeStyle: "medium", timeZoneName: "short" };
+  const start = new Date(item.utc_start).toLocaleString(undefined, options);
+  const end = new Date(item.utc_end).toLocaleTimeString(undefined, { timeStyle: "medium" });
+  return start + " – " + end;
+}
+
 function showFrameInstead(item, note) {
   clip.pause();
   clip.removeAttribute("src");
@@ -153,6 +166,9 @@ function trackFigure(item) {
   caption.appendChild(document.createTextNode(" · "));
   caption.appendChild(element("span", "time", timeRange(item)));
   caption.appendChild(document.createTextNode(" · track " + item.track));
+  const wall = localTime(item);
+  caption.appendChild(document.createElement("br"));
+  caption.appendChild(element("span", "wall-time", wall || "offsets in the file (no wall-clock start known)"));
   figure.appendChild(caption);
   figure.addEventListener("click", () => play(item));
   figure.addEventListener("keydown", (event) => {
@@ -198,7 +214,7 @@ async function search(event) {
     const response = await fetch("/api/search", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ query: query, k: Number.isFinite(k) ? k : 10 }),
+      body: JSON.stringify({ query: query, k: Number.isFinite(k) ? k : 10, ...filterValues() }),
     });
     if (response.status === 401) {  // the session ended (e.g. the service restarted): back to the token form
       window.location.assign("/");
@@ -216,6 +232,25 @@ async function search(event) {
   }
 }
 
+// The footage filters as the API takes them: camera names, and the local times as ISO 8601 UTC.
+function filterValues() {
+  if (filtersBox.hidden) return {};
+  const chosen = {};
+  const cameras = Array.from(camerasBox.selectedOptions, (option) => option.value);
+  if (cameras.length) chosen.cameras = cameras;
+  if (afterBox.value) chosen.after = new Date(afterBox.value).toISOString();
+  if (beforeBox.value) chosen.before = new Date(beforeBox.value).toISOString();
+  return chosen;
+}
+
+async function showFilters() {
+  const response = await fetch("/api/cameras");
+  if (!response.ok) return;
+  const listing = await response.json();
+  camerasBox.replaceChildren(...listing.cameras.map((name) => new Option(name, name)));
+  filtersBox.hidden = false;
+}
+
 async function showGallery() {
   try {
     const response = await fetch("/healthz");
@@ -224,6 +259,7 @@ async function showGallery() {
       const what = info.tracks ? " tracks of people in footage" : " images";
       document.getElementById("gallery-info").textContent =
         info.images + what + " indexed (" + info.kind + " index, " + info.backend + " encoders)";
+      if (info.tracks) await showFilters();
     }
   } catch (error) {
     // the page works without this line
