@@ -47,6 +47,7 @@ def test_a_camera_with_one_percent_of_the_tracks_gives_k_results(kind, force_sel
     entries = _entries(len(features), rng)
     if force_selector:  # every selection goes through FAISS's IDSelector (and its exact fallback)
         monkeypatch.setattr(ann, "SUBSET_SCAN_ROWS", 0)
+        monkeypatch.setattr(ann, "SMALL_SCAN_ROWS", 0)
     spec = ann.IndexSpec(kind=kind, nlist=32, m=8, nprobe=2) if kind == "ivfpq" else ann.IndexSpec(kind=kind)
     faiss_index, spec = ann.build(features, spec)
     meta = {"index": {"kind": kind, "params": spec.to_dict()}, "entries": entries, "layout": {"dim": 32}}

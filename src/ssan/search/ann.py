@@ -209,7 +209,8 @@ def _rescore(queries: np.ndarray, rows: np.ndarray, features: np.ndarray, k: int
     return out_scores, out_rows
 
 
-SUBSET_SCAN_ROWS = 20_000  # at most this many selected rows: score them exactly, one matrix product
+SUBSET_SCAN_ROWS = 20_000  # exact index: at most this many selected rows are scored in one matrix product
+SMALL_SCAN_ROWS = 2_000  # compressed or graph index: below this, scoring the rows exactly is cheaper than FAISS
 
 
 def _selector_params(spec: IndexSpec, rows: np.ndarray):
@@ -240,17 +241,19 @@ def scan_rows(features: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarra
 def search_rows(index, spec: IndexSpec, queries: np.ndarray, k: int, features, rows: np.ndarray):
     """Top-k among ``rows`` only; k' = min(k, |rows|) results for every query, always.
 
-    A small selection (at most :data:`SUBSET_SCAN_ROWS`) is scored exactly from ``features``;
-    a larger one is searched by FAISS with an ``IDSelectorBatch`` (flat: exact; IVF-PQ and
-    HNSW: approximate, re-scored as usual), and a query for which the selector left fewer
-    than k' results (IVF lists or graph paths missing the selected rows) is scored exactly.
+    A small selection (at most :data:`SUBSET_SCAN_ROWS` on the exact index,
+    :data:`SMALL_SCAN_ROWS` on the others) is scored exactly from ``features``; a larger one is
+    searched by FAISS with an ``IDSelectorBatch`` (flat: exact; IVF-PQ and HNSW: approximate,
+    re-scored as usual), and a query for which the selector left fewer than k' results (IVF
+    lists or graph paths missing the selected rows) is scored exactly.
     """
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     rows = np.asarray(rows, dtype=np.int64)
     if not len(rows):
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     k = min(k, len(rows))
-    if features is not None and len(rows) <= SUBSET_SCAN_ROWS:
+    small = SUBSET_SCAN_ROWS if spec.kind == "flat" else SMALL_SCAN_ROWS
+    if features is not None and len(rows) <= small:
         return scan_rows(features, queries, k, rows)
     params, _selector = _selector_params(spec, rows)
     wants_refine = spec.kind == "ivfpq" and spec.refine > 0 and features is not None

@@ -58,8 +58,10 @@ class TrackColumns:
     """Camera and UTC times of every entry as arrays (NaN where a time is unknown)."""
 
     cameras: np.ndarray  # N object (camera names; None for image entries)
-    starts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # N float64 POSIX seconds
-    ends: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    starts: np.ndarray  # N float64 POSIX seconds
+    ends: np.ndarray
+    codes: np.ndarray = field(init=False)  # N: the camera's number in ``names`` (-1: none)
+    names: dict = field(init=False)  # camera name -> number
 
     @classmethod
     def of(cls, entries: list) -> TrackColumns:
@@ -72,11 +74,17 @@ class TrackColumns:
             np.array([seconds(e.get("utc_end")) for e in entries], dtype=np.float64),
         )
 
+    def __post_init__(self):
+        names: dict = {}
+        codes = [names.setdefault(c, len(names)) if c is not None else -1 for c in self.cameras]
+        self.codes, self.names = np.asarray(codes, dtype=np.int64), names
+
     def rows(self, selection: TrackFilter) -> np.ndarray:
         """The sorted row numbers that ``selection`` keeps."""
         keep = np.ones(len(self.cameras), dtype=bool)
         if selection.cameras:
-            keep &= np.isin(self.cameras, np.array(selection.cameras, dtype=object))
+            wanted = [self.names[c] for c in selection.cameras if c in self.names]
+            keep &= np.isin(self.codes, np.asarray(wanted, dtype=np.int64))
         if selection.after is not None:
             keep &= self.ends >= selection.after.timestamp()  # NaN compares False: unknown times never match
         if selection.before is not None:

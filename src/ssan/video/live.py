@@ -2,9 +2,11 @@
 
 A camera's ``url`` is an RTSP, HTTP(S), UDP or TCP (MPEG-TS) address, opened by PyAV (FFmpeg),
 or a file path, played at its own frame rate times ``speed`` (0: as fast as it decodes) for
-tests and replays. Every connection is a *segment*: its wall-clock start is the clock when
-its first frame arrived (``time_source: "receive"``), its frame times are the stream's
-timestamps from there, and its tracks are ids of that segment. A stream that fails or ends
+tests and replays. Every connection is a *segment*: its frame times are the stream's
+timestamps from its first frame, and its wall-clock start (``time_source: "receive"``) is the
+earliest ``arrival - frame time`` seen so far (a server that sends its buffer in a burst on
+connection delivers the first seconds late: the later, steady frames correct it); its tracks
+are ids of that segment. A stream that fails or ends
 is reopened after a growing pause (``backoff_s`` doubling up to ``max_backoff_s``); a file
 that ends stops its camera. A track is handed on when unseen for ``unseen_s``; stopping the
 camera hands on every open track.
@@ -12,6 +14,7 @@ camera hands on every open track.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -142,12 +145,14 @@ class CameraWorker:
         first = next(frames, None)
         if first is None:
             return False
-        start = iso(datetime.now(timezone.utc) - _seconds(first.time))
+        self.anchor = time.time() - first.time
+        start = iso(datetime.fromtimestamp(self.anchor, timezone.utc))
         source = Source(f"{source_key(self.url)}#{start}", "stream", self.name, start, "receive")
         ingest = SourceIngest(source, DetectorBoxes(self.detector), self.ingest, self.height, progress=False)
         ingest.idle = self.live.unseen_s
         tracker, running = _tracker_for(self.ingest), {}
         for frame in _chain(first, frames):
+            self.anchor = min(self.anchor, time.time() - frame.time)
             ingest.add_frame(frame, tracker, running)
             self._hand_on(source, ingest, running, frame.time)
             self.frames += 1
@@ -159,7 +164,8 @@ class CameraWorker:
     def _hand_on(self, source: Source, ingest: SourceIngest, running: Dict[int, TrackBuilder], now) -> None:
         for track in ingest.finished(running, now):
             self.tracks += 1
-            self.emit(source, track)
+            start = iso(datetime.fromtimestamp(self.anchor, timezone.utc))
+            self.emit(dataclasses.replace(source, start_utc=start), track)
         self.open_tracks = len(running)
 
 
@@ -172,9 +178,3 @@ def _tracker_for(options: IngestOptions):
 def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
     yield first
     yield from rest
-
-
-def _seconds(value: float):
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
