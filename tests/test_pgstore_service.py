@@ -68,3 +68,29 @@ def test_the_service_answers_503_while_the_database_is_away_and_recovers(two_cam
         assert "\n" not in away.json()["detail"]
         db.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         assert client.post("/api/search", json={"query": "a man", "k": 4}).status_code == 200
+
+
+def test_two_serve_processes_share_one_database_and_see_an_erasure(two_cameras, postgres_url):
+    pytest.importorskip("fastapi")
+    import re
+
+    import httpx
+
+    from servers import cli_server
+    from ssan.search.index import GalleryIndex
+    from ssan.search.store_index import publish
+
+    publish(GalleryIndex.load(two_cameras), postgres_url)
+    args = ("--store", postgres_url, "--no-auth", "--no-audit-log", "--threads", "1")
+    with cli_server(*args) as (_, first), cli_server(*args) as (_, second):
+        ports = [re.search(r"127\.0\.0\.1:(\d+)", line).group(1) for line in (first, second)]
+
+        def cameras(port):
+            answer = httpx.post(f"http://127.0.0.1:{port}/api/search", json={"query": "a man", "k": 10}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            return sorted(r["camera"] for r in answer.json()["results"])
+
+        assert cameras(ports[0]) == cameras(ports[1]) == ["gate"] * 3 + ["yard"] * 3
+        code, out, err = run_cli("forget", "--store", postgres_url, "--camera", "yard")
+        assert code == 0, err
+        assert cameras(ports[0]) == cameras(ports[1]) == ["gate"] * 3  # neither restarted
