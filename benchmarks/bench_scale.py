@@ -32,7 +32,7 @@ class _Info:
 def _fill(url: str, count: int, dim: int, rng) -> float:
     spec = ann.IndexSpec(kind="hnsw", hnsw_m=16, ef_construction=64, ef_search=40)
     meta = {**index_meta(_Info, {"terms": ["global"], "widths": [dim], "dim": dim}, spec, [], [], [])}
-    store, start, chunk = PostgresStore(url), time.perf_counter(), 20000
+    store, start, chunk = PostgresStore(url), time.perf_counter(), count  # one add: HNSW built after the rows
     for first in range(0, count, chunk):
         vectors = rng.standard_normal((min(chunk, count - first), dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -15,6 +15,8 @@ crop location) and its embedding in pgvector), ``audit`` (the store's audit reco
 
 from __future__ import annotations
 
+from typing import Optional
+
 MIGRATIONS = (
     (
         1,
@@ -64,13 +66,18 @@ def migrate(conn) -> int:
     return LATEST
 
 
-def set_dimension(conn, dim: int, hnsw: dict) -> None:
-    """Fix the embedding width (known at the first write) and build the HNSW index when it applies.
+def set_dimension(conn, dim: int) -> None:
+    """Fix the embedding width (known at the first write)."""
+    conn.execute(f"ALTER TABLE ssan_items ALTER COLUMN embedding TYPE vector({int(dim)})")
+
+
+def build_hnsw(conn, dim: int, hnsw: Optional[dict]) -> None:
+    """Build the HNSW index when it applies (after the first write's rows: a bulk build beats inserts).
 
     pgvector's HNSW takes vectors of at most 2,000 dimensions: wider ones are searched exactly.
     """
-    conn.execute(f"ALTER TABLE ssan_items ALTER COLUMN embedding TYPE vector({int(dim)})")
     if hnsw is not None and dim <= 2000:
+        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the graph in memory while it is built
         conn.execute(
             "CREATE INDEX IF NOT EXISTS ssan_items_hnsw ON ssan_items USING hnsw (embedding vector_ip_ops) "
             f"WITH (m = {int(hnsw['m'])}, ef_construction = {int(hnsw['ef_construction'])})"

@@ -122,7 +122,7 @@ class PostgresStore:
         vectors = np.asarray(vectors, dtype=np.float32)
         with self.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-            dim = self._ensure_meta(conn, new_meta, vectors.shape[1])
+            dim, hnsw = self._ensure_meta(conn, new_meta, vectors.shape[1])
             if vectors.shape[1] != dim:
                 raise GalleryIndexError(f"{self!r} holds {dim}-wide vectors, got {vectors.shape[1]}-wide ones")
             start = conn.execute("SELECT count(*) FROM ssan_items").fetchone()[0]
@@ -133,6 +133,8 @@ class PostgresStore:
                     times = (entry.get("utc_start"), entry.get("utc_end"))
                     row = (start + offset, entry.get("camera"), *times, json.dumps(entry), _vector(vector))
                     copy.write_row(row)
+            if start == 0:
+                pg_schema.build_hnsw(conn, dim, hnsw)
             for source in sources:
                 conn.execute(
                     "INSERT INTO ssan_sources VALUES (%s, %s) "
@@ -142,17 +144,21 @@ class PostgresStore:
             conn.execute("UPDATE ssan_meta SET generation = generation + 1")
             return start + len(entries)
 
-    def _ensure_meta(self, conn, new_meta: dict, dim: int) -> int:
+    def _ensure_meta(self, conn, new_meta: dict, dim: int) -> tuple:
+        """The store's vector width and its HNSW parameters (None: exact scans only)."""
         row = conn.execute("SELECT meta FROM ssan_meta").fetchone()
         if row is not None:
-            return int(row[0]["layout"]["dim"])
+            return self._hnsw(row[0])
         meta = {k: v for k, v in new_meta.items() if k not in ("entries", "sources", "files")}
         conn.execute("INSERT INTO ssan_meta (meta) VALUES (%s)", (json.dumps(meta),))
+        pg_schema.set_dimension(conn, dim)
+        return dim, self._hnsw(meta)[1]
+
+    @staticmethod
+    def _hnsw(meta: dict) -> tuple:
         params = meta["index"]["params"]
         hnsw = {"m": params.get("hnsw_m", 16), "ef_construction": params.get("ef_construction", 64)}
-        hnsw = None if meta["index"]["kind"] == "flat" else hnsw
-        pg_schema.set_dimension(conn, dim, hnsw)
-        return dim
+        return int(meta["layout"]["dim"]), None if meta["index"]["kind"] == "flat" else hnsw
 
     def search(self, queries: np.ndarray, k: int, filters: Optional[TrackFilter] = None):
         """Top-k ``(scores, rows)`` (Q x k', padded with -inf / -1) among the tracks ``filters`` keeps."""
