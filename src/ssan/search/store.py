@@ -26,7 +26,7 @@ class TrackStore(Protocol):
 
     def search(self, queries: np.ndarray, k: int, filters: Optional[TrackFilter] = None): ...
 
-    def forget(self, selection: Selection, who: str, audit=None) -> dict: ...
+    def forget(self, selection: Selection, who: str, audit=None, quiet_if_none: bool = False) -> dict: ...
 
     def entries(self) -> Iterator[dict]: ...
 
@@ -66,8 +66,8 @@ class FolderStore:
         rows = TrackColumns.of(index.entries).rows(filters) if filters else None
         return index.search(queries, k, rows=rows)
 
-    def forget(self, selection: Selection, who: str = "ssan forget", audit=None) -> dict:
-        return forget(self.directory, selection, who=who, audit=audit)
+    def forget(self, selection: Selection, who: str = "ssan forget", audit=None, quiet_if_none: bool = False) -> dict:
+        return forget(self.directory, selection, who=who, audit=audit, quiet_if_none=quiet_if_none)
 
     def entries(self) -> Iterator[dict]:
         yield from self.load().entries
