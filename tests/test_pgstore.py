@@ -54,7 +54,10 @@ def test_exact_search_equals_faiss_exact_and_hnsw_recall_is_reported(postgres_ur
     assert recall >= 0.8
 
 
-def test_a_rare_camera_still_gives_k_results_through_the_graph(postgres_url):
+def test_a_rare_camera_still_gives_k_results_through_the_graph(postgres_url, monkeypatch):
+    from ssan.search import pgstore
+
+    monkeypatch.setattr(pgstore, "EXACT_BELOW", 0)  # the graph path even for 12 matching rows
     entries, vectors, queries = _gallery(600, 16)
     store = PostgresStore(postgres_url)  # HNSW, ef_search 16: a plain graph scan sees 16 candidates, ~2 % match
     store.add(entries, vectors, [], _meta(16, "hnsw"))

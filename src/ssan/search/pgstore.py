@@ -8,7 +8,9 @@ erasure renumbers the rest. Embeddings are pgvector ``vector``s compared by inne
 exactly, the other kinds get an HNSW index (``m``, ``ef_construction`` and ``ef_search`` from
 the index spec). Camera and time filters are SQL conditions; the HNSW scan is iterative
 (``hnsw.iterative_scan = relaxed_order``) and, when it still returns fewer than k, the query
-is repeated as an exact scan, so k results come back whenever k tracks match.
+is repeated as an exact scan, so k results come back whenever k tracks match. A filter that
+keeps at most ``EXACT_BELOW`` rows is searched exactly at once (the camera/time index finds
+them; scoring them all beats walking a graph for the few that match).
 
 Connections come from a pool (psycopg_pool) checked on checkout: a database that went away
 raises :class:`StoreUnavailable` (one line; the service answers 503) and the next request after
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _WRITE_LOCK = 0x55A5  # pg_advisory_xact_lock key of every write
 _POOLS: dict = {}  # one pool per URL per process
+EXACT_BELOW = 20000  # a filter keeping at most this many rows is searched exactly (cheaper, and exact)
 
 
 def _vector(values) -> str:
@@ -175,16 +178,23 @@ class PostgresStore:
 
     def _nearest(self, conn, query: np.ndarray, k: int, filters: Optional[TrackFilter]) -> list:
         where, params = _where(filters)
+        exact = self.exact or (filters and self._matching(conn, where, params) <= EXACT_BELOW)
         sql = (
             f"WITH hits AS MATERIALIZED (SELECT pos, embedding <#> %s AS d FROM ssan_items WHERE {where} "
             "ORDER BY embedding <#> %s LIMIT %s) SELECT pos, -d FROM hits ORDER BY d, pos"
         )
         args = (_vector(query), *params, _vector(query), k)
         ef_search = int(self._params(conn).get("ef_search", 40))
-        hits = self._run(conn, sql, args, exact=self.exact, ef_search=max(ef_search, k))
-        if len(hits) < k and not self.exact:  # the graph scan gave up early: fewer than k, or fewer match
+        hits = self._run(conn, sql, args, exact=exact, ef_search=max(ef_search, k))
+        if len(hits) < k and not exact:  # the graph scan gave up early: fewer than k, or fewer match
             hits = self._run(conn, sql, args, exact=True, ef_search=ef_search)
         return hits
+
+    @staticmethod
+    def _matching(conn, where: str, params: list) -> int:
+        """How many rows a filter keeps, counted up to EXACT_BELOW + 1 (the camera/time index answers it)."""
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM ssan_items WHERE {where} LIMIT %s) kept"
+        return conn.execute(sql, (*params, EXACT_BELOW + 1)).fetchone()[0]
 
     def _params(self, conn) -> dict:
         if not hasattr(self, "_index_params"):
