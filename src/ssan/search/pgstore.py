@@ -58,6 +58,7 @@ def _pool(url: str):
             kwargs={"autocommit": True},  # each transaction() is a real transaction: SET LOCAL ends with it
             check=pool_module.ConnectionPool.check_connection,
         )
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # each failed try: StoreUnavailable says it once
         pool.open(wait=False)
         _POOLS[url] = pool
     return _POOLS[url]
@@ -280,7 +281,10 @@ class _Guarded:
                 pg_schema.migrate(conn)
                 self.store._migrated = True
             return conn
-        except (self.psycopg.OperationalError, _pool_timeout()) as exc:
+        except _pool_timeout():  # an OperationalError too: caught first, for the server's own reason
+            self._context = None
+            raise StoreUnavailable(_unavailable(self.store, _why(self.psycopg, self.store.url))) from None
+        except self.psycopg.OperationalError as exc:
             self._context = None
             raise StoreUnavailable(_unavailable(self.store, exc)) from None
 
@@ -298,6 +302,15 @@ class _Guarded:
 
 def _pool_timeout():
     return require("psycopg_pool", "a postgresql:// store needs psycopg_pool", "postgres").PoolTimeout
+
+
+def _why(psycopg, url: str) -> BaseException:
+    """Why the pool got no connection: one direct try gives the server's own reason."""
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return exc
+    return TimeoutError("every pooled connection is busy")
 
 
 def _unavailable(store: PostgresStore, exc: BaseException) -> str:
