@@ -12,6 +12,7 @@ from ssan.search.builder import index_meta
 from ssan.search.errors import StoreUnavailable
 from ssan.search.filters import TrackFilter
 from ssan.search.pgstore import PostgresStore
+from ssan.search.store import open_store
 
 
 class _Info:
@@ -40,7 +41,8 @@ def _gallery(count: int, dim: int, seed: int = 0):
 
 def test_exact_search_equals_faiss_exact_and_hnsw_recall_is_reported(postgres_url, capsys):
     entries, vectors, queries = _gallery(600, 16)
-    exact = PostgresStore(postgres_url, exact=True)
+    exact = open_store(postgres_url + "&ssan_search=exact")  # the URL asks for exact scans
+    assert exact.exact and exact.url == postgres_url
     exact.add(entries, vectors, [], _meta(16, "hnsw"))
     flat, _ = ann.build(vectors, ann.IndexSpec(kind="flat"))
     want_scores, want_rows = ann.search(flat, ann.IndexSpec(kind="flat"), queries, 10, features=vectors)

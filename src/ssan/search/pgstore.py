@@ -25,11 +25,13 @@ import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
 from ssan._extras import require
 from ssan._time import iso
+from ssan.errors import SsanError
 from ssan.search import pg_schema
 from ssan.search.errors import GalleryIndexError, StoreUnavailable
 from ssan.search.filters import TrackFilter
@@ -90,6 +92,17 @@ class PostgresStore:
     def __init__(self, url: str, exact: bool = False):
         self.url, self.exact = url, exact
         self._migrated = False
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """A store from a URL whose ``ssan_search=exact`` query parameter (ours, not libpq's) asks for exact scans."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = dict(q for q in query if q[0] == "ssan_search")
+        if ours.get("ssan_search", "hnsw") not in ("hnsw", "exact"):
+            raise SsanError(f"ssan_search={ours['ssan_search']!r} in the store URL: use hnsw or exact")
+        rest = urlencode([q for q in query if q[0] != "ssan_search"], safe="/")
+        return cls(urlunsplit(parts._replace(query=rest)), exact=ours.get("ssan_search") == "exact")
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url.split('@')[-1]!r})"
@@ -217,6 +230,12 @@ class PostgresStore:
         with self.connection() as conn:
             row = conn.execute("SELECT entry FROM ssan_items WHERE pos = %s", (int(pos),)).fetchone()
         return row[0] if row else None
+
+    def entries_at(self, positions) -> dict:
+        """``{pos: entry}`` of the given positions, in one query (those no longer held are absent)."""
+        with self.connection() as conn:
+            rows = conn.execute("SELECT pos, entry FROM ssan_items WHERE pos = ANY(%s)", ([int(p) for p in positions],))
+            return dict(rows.fetchall())
 
     def entries(self) -> Iterator[dict]:
         with self.connection() as conn, conn.transaction(), conn.cursor(name="ssan_entries") as cursor:

@@ -86,6 +86,9 @@ def _extended(old: Optional[GalleryIndex], vectors: np.ndarray, features: np.nda
 def open_store(location):
     """The store at ``location``: a folder path (or ``file://`` URL) or a ``postgresql://`` URL.
 
+    A store URL may end in ``ssan_search=exact`` (e.g. ``postgresql://host/db?ssan_search=exact``):
+    every search then scans all vectors instead of the HNSW graph.
+
     Other URLs are refused by name.
     """
     text = str(location)
@@ -94,7 +97,7 @@ def open_store(location):
         if scheme in ("postgresql", "postgres"):
             from ssan.search.pgstore import PostgresStore
 
-            return PostgresStore(text)
+            return PostgresStore.from_url(text)
         if scheme != "file":
             raise SsanError(f"no track store for {scheme}:// URLs: give an index folder or a postgresql:// URL")
         text = text.split("://", 1)[1]

@@ -21,16 +21,28 @@ from ssan.search.store import is_url, open_store
 
 
 class _Entries:
-    """The store's entries as a read-only sequence (one query per item)."""
+    """The store's entries as a read-only sequence: those of recent results are at hand, others one query each."""
+
+    KEEP = 4096  # entries of recent results kept at hand (the cache is dropped whole beyond it)
 
     def __init__(self, store):
         self.store = store
+        self.recent: dict = {}
+
+    def prefetch(self, rows: np.ndarray) -> None:
+        wanted = [int(r) for r in np.unique(rows) if r >= 0]  # all of them: read just after the search
+        if len(self.recent) + len(wanted) > self.KEEP:
+            self.recent = {}
+        if wanted:
+            self.recent.update(self.store.entries_at(wanted))
 
     def __len__(self) -> int:
         return self.store.count()
 
     def __getitem__(self, pos: int) -> dict:
-        entry = self.store.entry(pos) if isinstance(pos, (int, np.integer)) and pos >= 0 else None
+        if not isinstance(pos, (int, np.integer)) or pos < 0:
+            raise IndexError(pos)
+        entry = self.recent.get(int(pos)) or self.store.entry(pos)
         if entry is None:
             raise IndexError(pos)
         return entry
@@ -60,7 +72,9 @@ class StoreIndex:
         queries = np.atleast_2d(queries)
         if queries.shape[1] != self.layout["dim"]:
             raise GalleryIndexError(f"query vectors are {queries.shape[1]} wide, the index holds {self.layout['dim']}")
-        return self.store.search(queries, k, filters)
+        scores, rows = self.store.search(queries, k, filters)
+        self.entries.prefetch(rows)  # the results' entries in one query, not one each
+        return scores, rows
 
     def cameras(self) -> list:
         return sorted(self.store.cameras())
