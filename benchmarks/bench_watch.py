@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -100,12 +99,6 @@ def random_checkpoint(work: Path) -> Path:
     return save_random_checkpoint(work / "random-synth-arch.pt", work / "prepared", **arch)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def cpu_seconds() -> float:
     return time.process_time()
 
@@ -133,33 +126,17 @@ def follow(args, camera: Camera, detector_name: str, seconds: float, speed: floa
 
 
 def stage_delay(args, street: Path) -> None:
-    client, source = free_port(), free_port()
-    server = subprocess.Popen(
-        ["rtsp-server-perl", "--clientport", str(client), "--serverport", str(source),
-         "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(1.0)
-    pusher = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(street / "video.mp4"),
-         "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/street"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        time.sleep(1.5)
-        camera = Camera("street", f"rtsp://127.0.0.1:{client}/street")
-        watcher, appends, cpu, wall = follow(args, camera, "street-truth", args.delay_seconds, 1.0)
-    finally:
-        pusher.terminate()
-        server.terminate()
-        pusher.wait(timeout=10)
-        server.wait(timeout=10)
+    from footage import rtsp_camera
+
+    with rtsp_camera(street / "video.mp4", "street") as url:
+        watcher, appends, cpu, wall = follow(args, Camera("street", url), "street-truth", args.delay_seconds, 1.0)
     delays = [when - _epoch(e["utc_end"]) for entries, when in appends for e in entries]
     worker = watcher.workers[0]
     print(
         f"watch over RTSP, 5 fps, MOT boxes, unseen 2 s, {wall:.0f} s: {worker.frames / wall:.1f} frames/s, "
         f"{len(delays)} tracks, leaving view -> searchable p50 {percentile(delays, 50):.2f} s, "
-        f"p95 {percentile(delays, 95):.2f} s; CPU {cpu:.2f} core-seconds per second ({worker.reconnects} reconnects)"
+        f"p95 {percentile(delays, 95):.2f} s; CPU {cpu:.2f} core-seconds per second, "
+        f"{1000 * cpu * wall / max(worker.frames, 1):.1f} ms per frame ({worker.reconnects} reconnects)"
     )
 
 
@@ -179,7 +156,8 @@ def stage_ssdlite(args, street: Path) -> None:
     watcher, _, cpu, wall = follow(args, camera, "ssdlite-random", args.ssdlite_seconds, 1.0)
     print(
         f"watch a file at real time, 5 fps, ssdlite320 (random weights), {wall:.0f} s: "
-        f"{watcher.workers[0].frames / wall:.1f} frames/s kept, CPU {cpu:.2f} core-seconds per second"
+        f"{watcher.workers[0].frames / wall:.1f} frames/s kept, CPU {cpu:.2f} core-seconds per second, "
+        f"{1000 * cpu * wall / max(watcher.workers[0].frames, 1):.1f} ms per frame"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,71 @@ def register_gt(scene: Path, name: str = "street-truth"):
     detector = GroundTruthDetector(scene)
     register_detector(name, overwrite=True)(lambda weights, device, min_score: detector)
     return detector
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, deadline: float) -> None:
+    import socket
+    import time
+
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _wait_for_stream(url: str, deadline: float) -> None:
+    import time
+
+    import av
+
+    while True:
+        try:
+            av.open(url, options={"rtsp_transport": "udp"}, timeout=(5, 5)).close()
+            return
+        except (av.FFmpegError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def rtsp_camera(video: Path, name: str = "cam1", timeout_s: float = 90.0):
+    """An RTSP camera (the recipe of the project's test-servers notes): rtsp-server-perl, and ffmpeg
+    pushing ``video`` looped at real time; yields the address readers open (RTP over UDP only)."""
+    import subprocess
+    import time
+
+    client, source = free_port(), free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    server = subprocess.Popen(
+        ["rtsp-server-perl", "--clientport", str(client), "--serverport", str(source),
+         "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1"], **quiet,
+    )  # fmt: skip
+    pusher = None
+    try:
+        deadline = time.monotonic() + timeout_s
+        _wait_for_port(source, deadline)  # ffmpeg gives up at once when nobody listens
+        pusher = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
+             "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/{name}"], **quiet,
+        )  # fmt: skip
+        url = f"rtsp://127.0.0.1:{client}/{name}"
+        _wait_for_stream(url, deadline)
+        yield url
+    finally:
+        for process in (pusher, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)

@@ -240,3 +240,25 @@ def test_track_results_show_camera_time_and_frame_and_play_the_clip_from_the_sta
     assert clips and all(c["status"] in (200, 206) and c["image_ids"] == [late] for c in clips)
     frames = {line["path"] for line in lines if line["path"].startswith("/api/frames/")}
     assert frames == {f"/api/frames/{i}" for i in range(len(entries))}
+
+
+def test_the_camera_filter_narrows_track_results_on_the_page(track_server, browser):
+    entries = track_server["entries"]
+    lobby = [i for i, e in enumerate(entries) if e["camera"] == "lobby"]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(track_server["address"])
+    _wait_until(
+        page, "!document.getElementById('filters').hidden && document.querySelectorAll('#cameras option').length"
+    )
+    assert page.eval_on_selector_all("#cameras option", "options => options.map(o => o.value)") == ["lobby", "street"]
+    page.select_option("#cameras", ["lobby"])
+    page.fill("#query", "a man in a red jacket and blue jeans")
+    page.fill("#k", str(len(entries)))
+    page.click("#search-button")
+    _wait_until(page, f"document.querySelectorAll('#results figure.track').length === {len(lobby)}")
+    shown = [int(f.get_attribute("data-image-id")) for f in page.locator("#results figure.track").all()]
+    assert sorted(shown) == lobby
+    assert "offsets in the file (no wall-clock start known)" in page.inner_text("#results")
+    lines = [json.loads(line) for line in track_server["audit"].read_text().splitlines()]
+    search = [line for line in lines if line["path"] == "/api/search"][-1]
+    assert search["filters"] == {"cameras": ["lobby"], "after": None, "before": None}

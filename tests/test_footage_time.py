@@ -96,6 +96,16 @@ def test_a_source_without_a_start_has_offsets_and_says_so(street, tmp_path):
     code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man", "--json")
     assert code == 0, err
     assert {r["time_base"] for r in json.loads(out)["results"]} == {"offset"}
+    code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man")
+    assert code == 0 and "times: seconds from the start of each file (no wall-clock start known" in out
+
+
+def test_search_prints_utc_times_when_known(street, tmp_path):
+    index(street, tmp_path / "idx", [street["video"]], start_time="2026-12-01T08:00:00Z")
+    code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man", "-k", "2")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert len(rows) == 2 and all(r[3].startswith("2026-12-01T08:00:0") and r[3].count("Z") == 2 for r in rows)
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from footage import register_gt
+from footage import register_gt, rtsp_camera
 from helpers import save_random_checkpoint
 from ssan.search import Searcher
 from ssan.search.index import GalleryIndex
-from ssan.video import IngestOptions, build_detector, generate_synthetic_video
+from ssan.video import IngestOptions, VideoError, build_detector, generate_synthetic_video, track_frame
 from ssan.video.cameras import Camera
 from ssan.video.live import LiveOptions
 from ssan.video.watch import Watcher, WatchOptions
@@ -75,6 +75,8 @@ def test_a_file_camera_gives_every_walker_a_track_with_receive_times(street, tmp
     assert source["time_source"] == "receive" and source["url"] == str(street["video"].resolve())
     assert "street: " in caplog.text and "tracks indexed" in caplog.text and "reconnects" in caplog.text
     assert Searcher(tmp_path / "idx").search("a man", k=3)["results"][0]["time_base"] == "utc"
+    with pytest.raises(VideoError, match="from a live stream: no frame was kept"):  # never reopens the camera
+        track_frame(index.entries[0])
 
 
 def test_restart_does_not_read_a_file_again_and_a_dead_stream_is_retried_while_others_go_on(street, tmp_path, caplog):
@@ -147,14 +149,6 @@ def _env() -> dict:
     return env
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rtsp_tools() -> str:
     missing = [tool for tool in ("ffmpeg", "rtsp-server-perl") if shutil.which(tool) is None]
     return f"needs {' and '.join(missing)} (apt-get install -y ffmpeg rtsp-server-perl)" if missing else ""
@@ -164,28 +158,10 @@ def _rtsp_tools() -> str:
 @pytest.mark.skipif(bool(_rtsp_tools()), reason=_rtsp_tools() or "tools present")
 def test_a_real_rtsp_camera(street, tmp_path):
     """ffmpeg pushes the street video (looped, real time) to rtsp-server-perl; watch reads it over RTSP/UDP."""
-    client, source = free_port(), free_port()
-    server = subprocess.Popen(
-        ["rtsp-server-perl", "--clientport", str(client), "--serverport", str(source),
-         "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    pusher = None
-    try:
-        time.sleep(1.0)
-        pusher = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(street["video"]),
-             "-c:v", "copy", "-f", "rtsp", f"rtsp://127.0.0.1:{source}/cam1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(1.5)
+    with rtsp_camera(street["video"]) as url:
         appended = []
         run = watcher(
-            street,
-            tmp_path / "idx",
-            [Camera("cam1", f"rtsp://127.0.0.1:{client}/cam1")],
-            speed=1,
-            on_append=lambda e, t: appended.append(e),
+            street, tmp_path / "idx", [Camera("cam1", url)], speed=1, on_append=lambda e, t: appended.append(e)
         )
         stop = threading.Event()
         thread = threading.Thread(target=run.run, args=(stop,))
@@ -195,11 +171,6 @@ def test_a_real_rtsp_camera(street, tmp_path):
             time.sleep(0.2)
         stop.set()
         thread.join(timeout=60)
-    finally:
-        for process in (pusher, server):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=10)
     entries = GalleryIndex.load(tmp_path / "idx").entries
     assert len(entries) >= 5 and run.workers[0].frames > 20
-    assert all(e["video"].startswith(f"rtsp://127.0.0.1:{client}/cam1#") for e in entries)
+    assert all(e["video"].startswith(f"{url}#") for e in entries)

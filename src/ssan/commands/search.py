@@ -69,13 +69,15 @@ def track_lines(results: list) -> list:
 
     width = max([6] + [len(r["camera"]) for r in results])
     wall = any(r.get("utc_start") for r in results)
-    lines = [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<{46 if wall else 21}}  {'track':>6}  source"]
+    span_width = 46 if wall else 21
+    note = [] if wall else ["times: seconds from the start of each file (no wall-clock start known for these tracks)"]
+    lines = note + [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<{span_width}}  {'track':>6}  source"]
     for r in results:
         span = f"{clock(r['start'])}-{clock(r['end'])}"
         if wall:
             span = f"{r['utc_start']}-{r['utc_end'][11:]}" if r.get("utc_start") else f"{span} (offsets)"
         lines.append(
-            f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<21}  {r['track']:>6}  "
+            f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<{span_width}}  {r['track']:>6}  "
             f"{Path(r['video']).name}"
         )
     return lines
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from ssan.search import Searcher
     from ssan.search.filters import TrackFilter
 
-    TrackFilter.parse(args.camera, args.after, args.before)  # a bad time fails before the model loads
+    filters = TrackFilter.parse(args.camera, args.after, args.before)  # a bad time fails before the model loads
     searcher = Searcher(
         args.index,
         backend=args.backend,
@@ -116,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
         onnx_dir=args.onnx,
         threads=args.threads,
     )
-    filters = TrackFilter.parse(args.camera, args.after, args.before)
     answer = searcher.search(args.query, k=args.k, filters=filters or None)
     print(json.dumps(answer, indent=1, ensure_ascii=False) if args.json else format_answer(answer))
     if args.sheet and answer["results"] and "track" in answer["results"][0]:

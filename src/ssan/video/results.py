@@ -8,6 +8,7 @@ import numpy as np
 
 from ssan.errors import SsanError
 from ssan.search.tracks import is_track
+from ssan.video.errors import VideoError
 from ssan.video.frames import read_frame
 
 
@@ -19,6 +20,10 @@ def track_frame(entry: dict, which: int = 0) -> Tuple[np.ndarray, Tuple[float, f
     """
     if not is_track(entry):
         raise SsanError(f"entry {entry.get('name', '?')!r} is not a track")
+    if entry.get("source_kind") == "stream":
+        raise VideoError(
+            f"track {entry['track']} of camera {entry.get('camera')} is from a live stream: no frame was kept"
+        )
     if not 0 <= which < len(entry["frames"]):
         raise SsanError(f"track {entry['track']} keeps {len(entry['frames'])} crops, not {which + 1}")
     image = read_frame(entry["video"], entry["source_kind"], entry["frames"][which], entry["times"][which])

@@ -110,6 +110,7 @@ class Watcher:
 
     def run(self, stop: threading.Event) -> Dict[str, int]:
         """Follow every camera until ``stop`` is set or every camera ended (files); returns tracks per camera."""
+        self._started, self._shown = time.monotonic(), {}
         for worker in self.workers:
             worker.thread.start()
         shown = time.monotonic()
@@ -128,10 +129,12 @@ class Watcher:
         return dict(self.indexed)
 
     def progress(self) -> None:
+        """One line per camera: frames/s since the last line, open tracks, tracks indexed, reconnects."""
+        now = time.monotonic()
         for worker in self.workers:
-            elapsed = max(time.monotonic() - getattr(worker, "_shown_at", time.monotonic() - 1e-9), 1e-9)
-            rate = (worker.frames - getattr(worker, "_shown_frames", 0)) / elapsed
-            worker._shown_at, worker._shown_frames = time.monotonic(), worker.frames
+            since, frames = self._shown.get(worker.name, (self._started, 0))
+            rate = (worker.frames - frames) / max(now - since, 1e-9)
+            self._shown[worker.name] = (now, worker.frames)
             log.info(
                 "%s: %.1f frames/s, %d open tracks, %d tracks indexed, %d reconnects",
                 worker.name,
