@@ -94,3 +94,14 @@ def test_two_serve_processes_share_one_database_and_see_an_erasure(two_cameras, 
         code, out, err = run_cli("forget", "--store", postgres_url, "--camera", "yard")
         assert code == 0, err
         assert cameras(ports[0]) == cameras(ports[1]) == ["gate"] * 3  # neither restarted
+
+
+def test_index_video_with_store_adds_new_tracks_once(two_cameras, postgres_url, tmp_path):
+    base = two_cameras.parent
+    args = ["index", "--checkpoint", base / "model.pt", "--video", base / "gate.mp4", "--keep-ids", "--no-progress"]
+    args += ["--detections", base / "scene" / "gt" / "gt.txt", "--fps", "10", "--out", tmp_path / "node"]
+    code, out, err = run_cli(*args, "--store", postgres_url)
+    assert code == 0 and "store: 3 new track(s) added" in out, err
+    code, out, err = run_cli(*args, "--add", "--store", postgres_url)
+    assert code == 0 and "store: 0 new track(s) added" in out, err
+    assert sorted(r[2] for r in _answer(postgres_url)) == ["gate"] * 3
