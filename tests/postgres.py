@@ -46,9 +46,9 @@ def postgres_url(postgres_server):
         conn.execute(f"CREATE DATABASE {name}")
     url = _with_database(postgres_server, name)
     yield url
-    from ssan.search import pgstore
+    from ssan.search import pg_pool
 
-    pool = pgstore._POOLS.pop(url, None)
+    pool = pg_pool._POOLS.pop(url, None)
     if pool is not None:
         pool.close()
     with psycopg.connect(postgres_server, autocommit=True) as conn:

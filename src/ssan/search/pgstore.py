@@ -12,9 +12,9 @@ is repeated as an exact scan, so k results come back whenever k tracks match. A 
 keeps at most ``EXACT_BELOW`` rows is searched exactly at once (the camera/time index finds
 them; scoring them all beats walking a graph for the few that match).
 
-Connections come from a pool (psycopg_pool) checked on checkout: a database that went away
-raises :class:`StoreUnavailable` (one line; the service answers 503) and the next request after
-it is back gets a fresh connection. Writes take a transaction-level advisory lock.
+Connections come from a pool (:mod:`ssan.search.pg_pool`): a database that went away raises
+:class:`ssan.search.errors.StoreUnavailable` (one line; the service answers 503) and the next request after it is
+back gets a fresh connection. Writes take a transaction-level advisory lock.
 """
 
 from __future__ import annotations
@@ -29,41 +29,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from ssan._extras import require
 from ssan._time import iso
 from ssan.errors import SsanError
 from ssan.search import pg_schema
-from ssan.search.errors import GalleryIndexError, StoreUnavailable
+from ssan.search.errors import GalleryIndexError
 from ssan.search.filters import TrackFilter
 from ssan.search.forget import Selection
+from ssan.search.pg_pool import guarded
 
 log = logging.getLogger(__name__)
 
 _WRITE_LOCK = 0x55A5  # pg_advisory_xact_lock key of every write
-_POOLS: dict = {}  # one pool per URL per process
 EXACT_BELOW = 20000  # a filter keeping at most this many rows is searched exactly (cheaper, and exact)
 
 
 def _vector(values) -> str:
     return "[" + ",".join(repr(float(v)) for v in values) + "]"
-
-
-def _pool(url: str):
-    if url not in _POOLS:
-        require("psycopg", "a postgresql:// store needs psycopg", "postgres")
-        pool_module = require("psycopg_pool", "a postgresql:// store needs psycopg_pool", "postgres")
-        pool = pool_module.ConnectionPool(
-            url,
-            min_size=1,
-            max_size=8,
-            open=False,
-            kwargs={"autocommit": True},  # each transaction() is a real transaction: SET LOCAL ends with it
-            check=pool_module.ConnectionPool.check_connection,
-        )
-        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # each failed try: StoreUnavailable says it once
-        pool.open(wait=False)
-        _POOLS[url] = pool
-    return _POOLS[url]
 
 
 def _where(filters: Optional[TrackFilter]) -> tuple:
@@ -109,8 +90,7 @@ class PostgresStore:
 
     def connection(self):
         """A pooled connection (a context manager); StoreUnavailable when the database cannot be reached."""
-        psycopg = require("psycopg", "a postgresql:// store needs psycopg", "postgres")
-        return _Guarded(_pool(self.url), psycopg, self, migrate=not self._migrated)
+        return guarded(self, migrate=not self._migrated)
 
     def exists(self) -> bool:
         with self.connection() as conn:
@@ -243,6 +223,12 @@ class PostgresStore:
             for (entry,) in cursor:
                 yield entry
 
+    def has_identities(self) -> bool:
+        """Whether any entry carries a person identity (an image index made from a labelled dataset)."""
+        with self.connection() as conn:
+            sql = "SELECT EXISTS (SELECT 1 FROM ssan_items WHERE entry->>'id' IS NOT NULL)"
+            return conn.execute(sql).fetchone()[0]
+
     def cameras(self) -> list:
         with self.connection() as conn:
             return [r[0] for r in conn.execute("SELECT DISTINCT camera FROM ssan_items WHERE camera IS NOT NULL")]
@@ -283,55 +269,3 @@ def _remove_crops(gone: list) -> int:
             path.unlink()
             removed += 1
     return removed
-
-
-class _Guarded:
-    """A pooled connection whose connection errors become :class:`StoreUnavailable` (one line)."""
-
-    def __init__(self, pool, psycopg, store: PostgresStore, migrate: bool):
-        self.pool, self.psycopg, self.store, self.migrate = pool, psycopg, store, migrate
-        self._context = None
-
-    def __enter__(self):
-        try:
-            self._context = self.pool.connection(timeout=5.0)
-            conn = self._context.__enter__()
-            if self.migrate:
-                pg_schema.migrate(conn)
-                self.store._migrated = True
-            return conn
-        except _pool_timeout():  # an OperationalError too: caught first, for the server's own reason
-            self._context = None
-            raise StoreUnavailable(_unavailable(self.store, _why(self.psycopg, self.store.url))) from None
-        except self.psycopg.OperationalError as exc:
-            self._context = None
-            raise StoreUnavailable(_unavailable(self.store, exc)) from None
-
-    def __exit__(self, kind, value, traceback):
-        if self._context is None:
-            return False
-        try:
-            self._context.__exit__(kind, value, traceback)
-        except self.psycopg.OperationalError as exc:
-            raise StoreUnavailable(_unavailable(self.store, exc)) from None
-        if kind is not None and issubclass(kind, self.psycopg.OperationalError):
-            raise StoreUnavailable(_unavailable(self.store, value)) from None
-        return False
-
-
-def _pool_timeout():
-    return require("psycopg_pool", "a postgresql:// store needs psycopg_pool", "postgres").PoolTimeout
-
-
-def _why(psycopg, url: str) -> BaseException:
-    """Why the pool got no connection: one direct try gives the server's own reason."""
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return exc
-    return TimeoutError("every pooled connection is busy")
-
-
-def _unavailable(store: PostgresStore, exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or ["no answer"])[0]
-    return f"the track database {store!r} is unavailable ({first}); try again shortly"

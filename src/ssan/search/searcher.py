@@ -216,6 +216,11 @@ class Searcher:
             return self.index.cameras()
         return sorted({e["camera"] for e in self.index.entries if e.get("camera") is not None})
 
+    def _identities(self) -> bool:
+        if isinstance(self.index, GalleryIndex):
+            return any(e.get("id") is not None for e in self.index.entries)
+        return self.index.store.has_identities()  # one query, not a read of every entry
+
     def describe(self) -> dict:
         """What is being served (for health checks)."""
         return {
@@ -223,7 +228,7 @@ class Searcher:
             "kind": self.index.kind,
             "backend": self.backend,
             "fingerprint": self.index.fingerprint,
-            "identities": any(e.get("id") is not None for e in self.index.entries),
+            "identities": self._identities(),
             "tracks": self.index.meta.get("content") == "tracks",
         }
 
