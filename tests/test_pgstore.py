@@ -85,6 +85,7 @@ def test_migrations_apply_once_and_a_newer_schema_is_refused(postgres_url):
             pg_schema.migrate(conn)
 
 
+@pytest.mark.slow  # waits out the pool's 5 s connection timeout
 def test_a_database_gone_gives_one_line_and_the_store_recovers(postgres_url, postgres_server):
     import psycopg
 
