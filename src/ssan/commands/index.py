@@ -91,6 +91,16 @@ def _add_video_arguments(group) -> None:
         help="find each source's UTC start in its file name, e.g. '%%Y%%m%%d_%%H%%M%%S'",
     )
     group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="ingest the files on Ray: a cluster's address, or none (or 'local') to start one here",
+    )
+    group.add_argument(
+        "--ray-workers", type=int, default=1, help="with --ray: actors, each with the models loaded once (default 1)"
+    )
+    group.add_argument(
         "--store",
         metavar="URL",
         help="also add the new tracks to this shared store (postgresql://...); crops stay in --out",
@@ -151,6 +161,7 @@ def _check_video_options(args) -> None:
                 "start_time",
                 "time_from_name",
                 "store",
+                "ray",
             )
             if getattr(args, n) is not None
         ]
@@ -197,6 +208,8 @@ def _run_video(args, spec, onnx_dir) -> int:
         batch_size=args.batch_size,
         recall_queries=args.recall_queries,
         progress=not args.no_progress,
+        ray=args.ray,
+        ray_workers=args.ray_workers,
     )
     meta = index.meta
     sources = meta["sources"]
