@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         _line(f"synth {n} images 64x32 for prepare, {cores} processes", n, _synth(scratch / "p", n, (64, 32), cores))
         for run in ("first", "second"):
             with _Timer() as timer:
-                summary = prepare_dataset("cuhk-pedes", scratch / "p", workers=args.prepare_workers, force=True)
+                summary = prepare_dataset("cuhk-pedes", scratch / "p", workers=args.prepare_workers, overwrite=True)
             _line(f"prepare {n} images ({run} run)", n, timer)
         counts = ", ".join(f"{s} {c['images']}" for s, c in summary["splits"].items())
         print(f"prepared: {counts}; vocabulary {summary['vocab_size']}; classes {summary['num_classes']}")

@@ -1,21 +1,18 @@
 """Training steps on this machine's CPU: host syncs per step and seconds per step; prints measured figures.
 
-A "host sync" on a GPU is any call that makes the Python side wait for the device: reading a
-value (``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``, ``.numpy()``) or copying a result to
-the host (``.cpu()``). On the CPU they cost nothing, but they are the same Python calls, so they are
-counted here by wrapping those tensor methods for the duration of the training loop and counting
-calls on floating-point and boolean tensors (integer CPU bookkeeping such as caption lengths is
-not device data), except calls made inside ``torch.optim`` (Adam keeps its step counters on the
-host, on a GPU too). The GPU script (``benchmarks/gpu_check.py``) counts real syncs with
-``torch.cuda.set_sync_debug_mode``.
+A "host sync" on a GPU is any call that makes the Python side wait for the device: a value read
+back (``.item()``, ``float(t)``, indexing with a 0-dim tensor, ``.tolist()``), a blocking copy
+between devices, a tensor made from Python values on the device, an operator whose output size
+depends on the values. They are counted at the dispatcher by :func:`ssan.engine.profiling.count_syncs`
+(C++-internal reads too), except inside ``torch.optim`` and reads of the caption lengths (host
+data by design). On the CPU they cost nothing, but they are the same calls. The GPU script
+(``benchmarks/gpu_check.py``) also counts real syncs with ``torch.cuda.set_sync_debug_mode``.
 
 It trains the ``synth`` preset (or ``--preset``) on a generated set for ``--steps`` steps in one
-capped epoch and reports the median step time after a warm-up, with ``--threads`` torch threads.
+capped epoch: the first 5 steps count syncs, the others are timed (median step time), with
+``--threads`` torch threads.
 
     python benchmarks/bench_train_step.py [--steps 30] [--preset synth] [--set k=v ...] [--threads 1]
-
-The "before" figure in the README (9 reads per step in ssan 0.1) was measured with this script as of
-commit cbddd26, which carried its own copy of the counter and drove ssan 0.1's ``Trainer``.
 """
 
 from __future__ import annotations
@@ -47,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from ssan.config import load_config
-    from ssan.engine.profiling import count_host_reads
+    from ssan.engine.profiling import count_syncs
     from ssan.engine.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,28 +60,37 @@ def main() -> None:
         config = load_config(args.preset, overrides)
         trainer = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu")
         original = trainer.train_step
-        timings, counter = [], {}
+        timings, counter, syncs_per_step = [], {}, []
 
-        def timed_step(*a, **k):
+        counted = 5  # the first steps count syncs (the dispatcher hook slows them); the others are timed
+
+        def step(batch, *a, **k):
+            if len(syncs_per_step) < counted:
+                with count_syncs(host=[v for key, v in batch.items() if "length" in key]) as syncs:
+                    out = original(batch, *a, **k)
+                syncs_per_step.append(syncs)
+                return out
             started = time.perf_counter()
-            with count_host_reads() as reads:
-                out = original(*a, **k)
-            for read in reads:
-                counter[read] = counter.get(read, 0) + 1
+            out = original(batch, *a, **k)
             timings.append(time.perf_counter() - started)
             return out
 
-        trainer.train_step = timed_step
+        trainer.train_step = step
         trainer.fit()
-        steps = len(timings)
         print(
-            f"preset {args.preset} {' '.join(args.overrides)}: {steps} steps, batch {config.data.batch_size}, "
-            f"{args.threads} thread(s)"
+            f"preset {args.preset} {' '.join(args.overrides)}: {len(syncs_per_step) + len(timings)} steps, "
+            f"batch {config.data.batch_size}, {args.threads} thread(s)"
         )
-        warm = sorted(timings[3:]) or sorted(timings)
-        print(f"step time: median {warm[len(warm) // 2] * 1000:.1f} ms, min {warm[0] * 1000:.1f} ms")
-        per_step = {name: count / steps for name, count in sorted(counter.items())}
-        print(f"host reads per step: {sum(counter.values()) / steps:.1f} {per_step}")
+        warm = sorted(timings)
+        if warm:
+            print(f"step time: median {warm[len(warm) // 2] * 1000:.1f} ms, min {warm[0] * 1000:.1f} ms")
+        for sync in (s for syncs in syncs_per_step for s in syncs):
+            counter[sync] = counter.get(sync, 0) + 1
+        per_step = {name: count / len(syncs_per_step) for name, count in sorted(counter.items())}
+        print(
+            f"host syncs per step (first {len(syncs_per_step)} steps, untimed): "
+            f"{sum(counter.values()) / len(syncs_per_step):.1f} {per_step}"
+        )
 
 
 if __name__ == "__main__":

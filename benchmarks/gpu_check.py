@@ -1,18 +1,22 @@
-"""The GPU check: one prepared script, every figure measured, one JSON report.
+"""The GPU check: one prepared script, every figure measured, one JSON report written after each stage.
 
-Stages (each writes its section of the report; a failing stage is recorded and the others go on):
+Stages (each writes its section of the report and prints its wall time; a failing stage is
+recorded, with the stderr of a failed command, and the others go on):
 
-  train      the cuhk-pedes preset (ResNet-50 at 384x128, 11,000 classes, batch 64, pretrained=false)
-             for --steps steps on a synthetic set, in fp32, bf16 and fp16: steps/s, images/s, the
-             time spent waiting for the loader, peak GPU memory, and host syncs per step (counted
-             by torch.cuda.set_sync_debug_mode, which warns at every synchronising call)
+  train      the cuhk-pedes preset (ResNet-50 at 384x128, batch 64, pretrained=false) on a synthetic
+             set of 2,000 identities, in fp32, bf16 and fp16, inside the same process-wide settings
+             as `ssan train` (cuDNN benchmark, TF32 switch): steps/s, images/s, the time spent
+             waiting for the loader, peak GPU memory; then, in separate untimed steps, the host
+             syncs per step (torch.cuda.set_sync_debug_mode's warnings, and ssan's dispatcher
+             count) and the LSTM's dtype
   torchrun   `torchrun --nproc_per_node 1 -m ssan train` (NCCL, the DDP path with one process)
   resume     a run killed with SIGKILL mid-epoch and resumed with --resume, against the same run
-             uninterrupted, with and without train.deterministic: the largest weight difference
+             uninterrupted (the two run side by side), with and without train.deterministic:
+             the largest weight difference; evaluation only after the last epoch
   metrics    rank_metrics on a 19,848 x 19,848 similarity (ICFG-PEDES test size) on the GPU against
              the CPU, and the four-term evaluation of random features of that size on the GPU
 
-    python benchmarks/gpu_check.py --out gpu_report.json           # on a GPU machine, about 6 minutes
+    python benchmarks/gpu_check.py --out gpu_report.json           # on one H100: sized for 6 minutes
     python benchmarks/gpu_check.py --dry-run --out report.json     # every stage on the CPU, tiny sizes
 
 Nothing is downloaded (no pretrained weights); the synthetic set is generated first.
@@ -24,15 +28,17 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
+
+from gpu_check_runs import CommandFailed, stage_resume, stage_torchrun  # noqa: F401 (CommandFailed: for callers)
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,6 +49,8 @@ def sizes(dry_run: bool) -> dict:
             "ids": 60,
             "images": 2,
             "steps": 4,
+            "sync_steps": 1,
+            "resume_steps": 4,
             "preset": "synth",
             "gallery": 600,
             "device": "cpu",
@@ -55,10 +63,12 @@ def sizes(dry_run: bool) -> dict:
                 "model.cnn_width=8",
             ],
         }
-    return {
-        "ids": 13750,
-        "images": 2,
-        "steps": 150,
+    return {  # 2,000 identities: 1,600 training classes (11,000 would make last.pt about 2.5 GB)
+        "ids": 2000,
+        "images": 3,
+        "steps": 100,
+        "sync_steps": 3,
+        "resume_steps": 8,
         "preset": "cuhk-pedes",
         "gallery": 19848,
         "device": "cuda",
@@ -83,158 +93,83 @@ def make_data(folder: Path, spec: dict) -> Path:
 
 def stage_train(data: Path, spec: dict, folder: Path) -> dict:
     from ssan.config import load_config
+    from ssan.engine.runtime import training_runtime
     from ssan.engine.trainer import Trainer
 
     report = {}
+    device = torch.device(spec["device"])
     for precision in ("fp32", "bf16", "fp16"):
         amp = [] if precision == "fp32" else ["train.amp=true", f"train.amp_dtype={precision}"]
         config = load_config(spec["preset"], spec["extra"] + amp + ["optim.epochs=1"])
         trainer = Trainer.from_config(config, data, folder / f"train-{precision}", device=spec["device"])
-        report[precision] = time_steps(trainer, spec["steps"], torch.device(spec["device"]))
+        needed = 3 + spec["steps"] + spec["sync_steps"]
+        if trainer.sampler.steps_per_epoch() < needed:
+            raise ValueError(f"the synthetic set has {trainer.sampler.steps_per_epoch()} batches, {needed} needed")
+        trainer.sampler.set_epoch(0, 0, needed)
+        batches = iter(trainer.loader())
+        with training_runtime(config.train, device):  # the settings `ssan train` runs with
+            report[precision] = time_steps(trainer, batches, spec["steps"], device)
+            report[precision].update(count_step_syncs(trainer, batches, spec["sync_steps"], device))
         report[precision]["classes"] = trainer.prepared.num_classes
-        del trainer
+        del trainer, batches
     return report
 
 
-def time_steps(trainer, steps: int, device: torch.device) -> dict:
-    """Steps/s and friends over ``steps`` steps after 3 warm-up steps."""
+def time_steps(trainer, batches, steps: int, device: torch.device) -> dict:
+    """Steps/s and friends over ``steps`` steps after 3 warm-up steps, nothing else switched on."""
     cuda = device.type == "cuda"
-    trainer.sampler.set_epoch(0, 0, steps + 3)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    waits, syncs, started = [], [], None
-    iterator, index = iter(trainer.loader()), 0
-    while True:
-        before = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        waits.append(time.perf_counter() - before)
+    waits = []
+    for index in range(3 + steps):
         if index == 3:
-            if cuda:
-                torch.cuda.synchronize()
-            started, waits = time.perf_counter(), [waits[-1]]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            if cuda:
-                torch.cuda.set_sync_debug_mode("warn")
-            trainer.train_step(batch, 0, index)
-            if cuda:
-                torch.cuda.set_sync_debug_mode("default")
-        syncs.append(sum("synchroniz" in str(w.message) for w in caught))
-        index += 1
-    if cuda:
-        torch.cuda.synchronize()
+            _sync(device)
+            started, waits = time.perf_counter(), []
+        before = time.perf_counter()
+        batch = next(batches)
+        waits.append(time.perf_counter() - before)
+        trainer.train_step(batch, 0, index)
+    _sync(device)
     seconds = time.perf_counter() - started
-    timed = index - 3
     return {
-        "steps": timed,
-        "steps_per_s": round(timed / seconds, 3),
-        "images_per_s": round(timed * trainer.config.data.batch_size / seconds, 1),
+        "steps": steps,
+        "steps_per_s": round(steps / seconds, 3),
+        "images_per_s": round(steps * trainer.config.data.batch_size / seconds, 1),
         "loader_wait_s_per_step": round(sum(waits) / max(1, len(waits)), 4),
-        "syncs_per_step": round(sum(syncs[3:]) / max(1, timed), 2),
-        "syncs_first_steps": syncs[:3],
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
     }
 
 
-def ssan_command(data: Path, out: Path, spec: dict, overrides: list) -> list:
-    args = ["train", "--config", spec["preset"], "--data", str(data), "--output", str(out), "--device", spec["device"]]
-    for item in spec["extra"] + overrides:
-        args += ["--set", item]
-    return args
+def count_step_syncs(trainer, batches, steps: int, device: torch.device) -> dict:
+    """Host syncs of ``steps`` more (untimed) steps: CUDA's sync-debug warnings and the dispatcher count."""
+    from ssan.engine.profiling import count_syncs
 
-
-def stage_torchrun(data: Path, spec: dict, folder: Path) -> dict:
-    overrides = ["optim.epochs=1", "train.max_steps_per_epoch=5"]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "1",
-        "-m",
-        "ssan",
-        *ssan_command(data, folder / "torchrun", spec, overrides),
-    ]
-    started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    said = [line for line in proc.stderr.splitlines() if "WORLD_SIZE=1" in line]
+    cuda, warned, counted, lstm = device.type == "cuda", [], [], []
+    hook = trainer.model.text_encoder.lstm.register_forward_hook(lambda m, i, out: lstm.append(str(out[0].dtype)))
+    for index in range(steps):
+        batch = next(batches)
+        with warnings.catch_warnings(record=True) as caught, count_syncs(host=_lengths(batch)) as syncs:
+            warnings.simplefilter("always")
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                trainer.train_step(batch, 0, 1000 + index)
+            finally:
+                if cuda:
+                    torch.cuda.set_sync_debug_mode("default")
+        warned.append(sum("synchroniz" in str(w.message) for w in caught))
+        counted.append(syncs)
+    hook.remove()
     return {
-        "returncode": proc.returncode,
-        "seconds": round(time.perf_counter() - started, 1),
-        "path_taken": said[0] if said else None,
-        "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
+        "cuda_syncs_per_step": warned if cuda else None,
+        "dispatcher_syncs_per_step": [len(s) for s in counted],
+        "dispatcher_syncs_last_step": counted[-1],
+        "lstm_dtype": sorted(set(lstm)),
     }
 
 
-# Runs `python -m ssan ARGS` and SIGKILLs itself before step KILL_AT ("epoch,step"), after waiting
-# for the checkpoints written so far.
-KILLER = r"""
-import os, runpy, signal, sys
-from ssan.engine import trainer as _trainer
-from ssan.engine.hooks import Hook
-epoch, step = (int(x) for x in os.environ["KILL_AT"].split(","))
-
-class Kill(Hook):
-    def before_step(self, trainer, e, s):
-        if (e, s) == (epoch, step):
-            trainer.writer.wait()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-original = _trainer.Trainer.from_config.__func__
-def from_config(cls, *a, hooks=(), **k):
-    return original(cls, *a, hooks=[*hooks, Kill()], **k)
-
-_trainer.Trainer.from_config = classmethod(from_config)
-sys.argv = ["ssan"] + sys.argv[1:]
-runpy.run_module("ssan", run_name="__main__", alter_sys=True)
-"""
-
-
-def stage_resume(data: Path, spec: dict, folder: Path) -> dict:
-    from ssan.checkpoint import load_checkpoint
-
-    report = {}
-    steps = 4 if spec["device"] == "cpu" else 20
-    for deterministic in (True, False):
-        overrides = [
-            "optim.epochs=2",
-            f"train.max_steps_per_epoch={steps}",
-            f"train.checkpoint_every={steps // 2}",
-            f"train.deterministic={str(deterministic).lower()}",
-        ]
-        name = "deterministic" if deterministic else "default"
-        whole, cut = folder / f"whole-{name}", folder / f"cut-{name}"
-        subprocess.run(
-            [sys.executable, "-m", "ssan", *ssan_command(data, whole, spec, overrides)],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-        killed = subprocess.run(
-            [sys.executable, "-c", KILLER, *ssan_command(data, cut, spec, overrides)],
-            env={**os.environ, "KILL_AT": f"1,{steps // 2 + 1}"},
-            capture_output=True,
-            timeout=900,
-        )
-        subprocess.run(
-            [sys.executable, "-m", "ssan", *ssan_command(data, cut, spec, overrides), "--resume"],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-        a = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
-        b = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
-        diffs = [(a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point()]
-        report[name] = {
-            "killed_returncode": killed.returncode,
-            "max_weight_difference": max(diffs),
-            "bit_identical": all(torch.equal(a[k], b[k]) for k in a),
-        }
-    return report
+def _lengths(batch: dict) -> list:
+    return [value for key, value in batch.items() if "length" in key]
 
 
 def stage_metrics(spec: dict) -> dict:
@@ -283,29 +218,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_stage(report: dict, name: str, work) -> None:
+def run_stage(report: dict, name: str, work, out: Path) -> None:
+    """Run one stage, record it (or its failure) in ``report`` and write the whole report to ``out`` now."""
     started = time.perf_counter()
     try:
         report[name] = work()
     except Exception as exc:  # recorded; the other stages still run
         report[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
     report[name]["stage_seconds"] = round(time.perf_counter() - started, 1)
-    print(f"{name}: {json.dumps(report[name])[:600]}", flush=True)
+    write_report(report, out)
+    print(f"{name}: {report[name]['stage_seconds']} s: {json.dumps(report[name])[:600]}", flush=True)
 
 
-def main() -> int:
+def write_report(report: dict, out: Path) -> None:
+    """Atomically: a run cut short (the device's time limit) keeps every stage finished so far."""
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    partial.replace(out)
+
+
+def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="every stage on the CPU at tiny sizes")
     parser.add_argument("--out", default="gpu_report.json")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per precision")
     parser.add_argument("--stages", default="train,torchrun,resume,metrics")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     spec = sizes(args.dry_run)
     if args.steps:
         spec["steps"] = args.steps
     if spec["device"] == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --dry-run on a machine without a GPU", file=sys.stderr)
         return 2
+    out = Path(args.out)
     report = {
         "dry_run": args.dry_run,
         "torch": torch.__version__,
@@ -318,6 +263,8 @@ def main() -> int:
         folder = Path(tmp)
         data = make_data(folder, spec)
         report["data_seconds"] = round(time.perf_counter() - started, 1)
+        write_report(report, out)
+        print(f"data: {report['data_seconds']} s", flush=True)
         work = {
             "train": lambda: stage_train(data, spec, folder),
             "torchrun": lambda: stage_torchrun(data, spec, folder),
@@ -325,9 +272,9 @@ def main() -> int:
             "metrics": lambda: stage_metrics(spec),
         }
         for name in stages:
-            run_stage(report, name, work[name])
+            run_stage(report, name, work[name], out)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_report(report, out)
     failed = [name for name in stages if "error" in report[name] or report[name].get("returncode", 0)]
     print(f"report: {args.out} ({report['total_seconds']} s); failed stages: {', '.join(failed) or 'none'}")
     return 1 if failed else 0

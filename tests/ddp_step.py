@@ -1,4 +1,4 @@
-"""One training step of a tiny run, saving the gradients and the logged loss terms (not a test file).
+"""One training step of a tiny run, saving the gradients, the logged loss terms and its host syncs (not a test file).
 
     python tests/ddp_step.py PREPARED OUT [section.key=value ...]          # one process
     torchrun --nproc_per_node 2 tests/ddp_step.py PREPARED OUT [...]       # DDP
@@ -14,6 +14,7 @@ import torch
 import ssan.losses.ranking as ranking
 from ssan import distributed
 from ssan.config import load_config
+from ssan.engine.profiling import count_syncs
 from ssan.engine.trainer import Trainer
 
 
@@ -28,7 +29,8 @@ def main() -> None:
     trainer = Trainer.from_config(load_config("synth", overrides), data, f"{out}/run", device="cpu")
     trainer.sampler.set_epoch(0, 0, 1)
     batch = next(iter(trainer.loader()))
-    terms = trainer.train_step(batch, epoch=int(epoch), step=0)
+    with count_syncs(host=[batch["lengths"], batch["weak_lengths"]]) as syncs:
+        terms = trainer.train_step(batch, epoch=int(epoch), step=0)
     names = sorted(terms)
     logged = distributed.average(torch.stack([terms[n].double() for n in names]))
     params = list(trainer.model.named_parameters()) + [
@@ -37,7 +39,8 @@ def main() -> None:
     grads = {name: p.grad.detach().clone() for name, p in params if p.grad is not None}
     if info.is_main:
         torch.save(
-            {"grads": grads, "terms": dict(zip(names, logged.tolist())), "world": info.world_size}, f"{out}/step.pt"
+            {"grads": grads, "terms": dict(zip(names, logged.tolist())), "world": info.world_size, "syncs": syncs},
+            f"{out}/step.pt",
         )
     distributed.cleanup()
 

@@ -262,3 +262,45 @@ def test_the_camera_filter_narrows_track_results_on_the_page(track_server, brows
     lines = [json.loads(line) for line in track_server["audit"].read_text().splitlines()]
     search = [line for line in lines if line["path"] == "/api/search"][-1]
     assert search["filters"] == {"cameras": ["lobby"], "after": None, "before": None}
+
+
+@pytest.fixture(scope="module")
+def clip_server(tmp_path_factory):
+    """``ssan serve`` over 6 tall images indexed with a tiny random CLIP checkpoint (``ssan import-clip``)."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("open_clip")
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from clip_models import VIT, random_clip, register_tiny_models
+    from ssan.clip.checkpoint import import_clip
+    from ssan.search import build_index
+
+    base = tmp_path_factory.mktemp("browser-clip")
+    register_tiny_models(base / "configs")
+    torch.save(random_clip(VIT).state_dict(), base / "weights.bin")
+    import_clip(VIT, base / "clip.pt", weights=base / "weights.bin")
+    gallery = base / "gallery"
+    gallery.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (64, 28, 3), dtype=np.uint8)).save(gallery / f"person{i}.png")
+    build_index(base / "idx", base / "clip.pt", images=gallery, progress=False)
+    with cli_server("--index", base / "idx", "--no-audit-log") as (_, line):
+        address = re.search(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+", line)
+        assert address, line
+        yield address.group(0)
+
+
+def test_clip_index_in_the_page_ranks_images_and_says_when_a_query_was_cut(clip_server, browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(clip_server)
+    _wait_until(page, "document.getElementById('gallery-info').textContent.includes('6 images')")
+    _search_and_see_images(page, "a woman in a white coat and black trousers", 4)
+    assert page.locator("#parts .part").count() == 0  # CLIP has one global feature: no body parts
+    _search_and_see_images(page, " ".join(["a tall man with a red scarf"] * 20), 3)
+    assert "cut to the first 75" in page.inner_text("#attention")
+    assert errors == []

@@ -167,17 +167,18 @@ def test_overwrite_rules_through_the_cli(tmp_path, dataset, ssan, capsys):
     assert ssan("prepare", "--dataset", "cuhk-pedes", "--root", dataset, "--out", out) == 0
     assert ssan("prepare", "--dataset", "cuhk-pedes", "--root", dataset, "--out", out) == 0
     assert ssan("prepare", "--dataset", "icfg-pedes", "--root", other, "--out", out) == 2
-    assert "use --force" in capsys.readouterr().err
-    assert ssan("prepare", "--dataset", "icfg-pedes", "--root", other, "--out", out, "--force") == 0
+    assert "use --overwrite" in capsys.readouterr().err
+    assert ssan("prepare", "--dataset", "icfg-pedes", "--root", other, "--out", out, "--overwrite") == 0
 
 
-def test_synth_refuses_to_overwrite_without_force(tmp_path, ssan, capsys):
+def test_synth_refuses_to_overwrite_without_overwrite(tmp_path, ssan, capsys):
     root = tmp_path / "s"
     args = ("synth", root, "--ids", 4, "--size", "32x16")
     assert ssan(*args) == 0
     assert ssan(*args) == 2
-    assert "use --force" in capsys.readouterr().err
-    assert ssan(*args, "--force", "--seed", 1) == 0
+    assert "use --overwrite" in capsys.readouterr().err
+    assert ssan(*args, "--overwrite", "--seed", 1) == 0
+    assert ssan(*args, "--force", "--seed", 2) == 0  # the former name of --overwrite still works
 
 
 @pytest.mark.parametrize(

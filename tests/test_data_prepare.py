@@ -160,23 +160,26 @@ def test_rerun_is_byte_identical(tmp_path):
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
 
 
-def test_refuses_to_replace_another_dataset_without_force(tmp_path):
+def test_refuses_to_replace_another_dataset_without_overwrite(tmp_path):
     cuhk, rstp, out = synth(tmp_path, name="cuhk"), synth(tmp_path, "rstpreid", name="rstp"), tmp_path / "out"
     prepare_dataset("cuhk-pedes", cuhk, out)
-    with pytest.raises(DataError, match="holds another prepared dataset .*use --force"):
+    with pytest.raises(DataError, match="holds another prepared dataset .*use --overwrite"):
         prepare_dataset("rstpreid", rstp, out)
     assert load_prepared(out).name == "cuhk-pedes"
-    prepare_dataset("rstpreid", rstp, out, force=True)
+    prepare_dataset("rstpreid", rstp, out, overwrite=True)  # the name generate_synthetic and build_index use
     assert load_prepared(out).name == "rstpreid"
+    with pytest.warns(DeprecationWarning, match="force"):
+        prepare_dataset("cuhk-pedes", cuhk, out, force=True)  # the former name still works
+    assert load_prepared(out).name == "cuhk-pedes"
 
 
 def test_refuses_a_folder_that_is_not_a_prepared_dataset(tmp_path):
     root = synth(tmp_path)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
-    for force in (False, True):
+    for overwrite in (False, True):
         with pytest.raises(DataError, match="holds no prepared dataset"):
-            prepare_dataset("cuhk-pedes", root, tmp_path / "mine", force=force)
+            prepare_dataset("cuhk-pedes", root, tmp_path / "mine", overwrite=overwrite)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
     (tmp_path / "empty").mkdir()
     prepare_dataset("cuhk-pedes", root, tmp_path / "empty")

@@ -176,7 +176,7 @@ def test_invalid_arguments(tmp_path, kwargs, message):
 
 def test_overwrite_rules(tmp_path):
     generate_synthetic(tmp_path / "x", **SMALL)
-    with pytest.raises(DataError, match="use --force"):
+    with pytest.raises(DataError, match="use --overwrite"):
         generate_synthetic(tmp_path / "x", **SMALL)
     generate_synthetic(tmp_path / "x", overwrite=True, fmt="rstpreid", **SMALL)
     names = sorted(p.name for p in (tmp_path / "x").iterdir())

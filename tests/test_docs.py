@@ -338,7 +338,7 @@ def test_commands_are_found_in_blocks_chains_modules_and_inline_code():
         ("ssan index --checkpoint c --images i --out o --kind exact", "invalid choice"),
         ("ssan search --index x q -k", "expected one argument"),
         ("ssan index --images a --data b --out o", "not allowed with"),
-        ("ssan search --index x one two", "not understood by the parser: two"),
+        ("ssan search --index x one two", "unrecognized arguments: two"),
     ],
 )
 def test_a_wrong_command_line_fails(line, complaint):

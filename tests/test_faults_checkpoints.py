@@ -264,6 +264,7 @@ def test_other_vocabulary_is_evaluated_with_the_checkpoint_vocabulary(good, stat
     code, out, err = run_cli("test", "--checkpoint", good, "--data", other_prepared, "--no-progress")
     assert code == 0, err
     assert "queries encoded with the checkpoint's vocabulary" in out and "unknown (dropped)" in out
+    assert "unknown" not in err, err  # the summary is printed once, on stdout with the table
     record_property("cases", 1)
 
 
@@ -293,12 +294,19 @@ def test_hostile_architecture_is_refused_without_allocating(state, tmp_path, rec
         {"dropout": 5.0},
         {"cnn_width": 10**6},
     ]
+    honest = resave(tmp_path / "honest.pt", state)
+    started = time.perf_counter()
+    load_model(honest)
+    baseline = time.perf_counter() - started  # this machine's time to load the same checkpoint honestly
     for i, change in enumerate(cases):
         path = resave(tmp_path / f"hostile-{i}.pt", state, arch={**state["arch"], **change})
         started = time.perf_counter()
         with pytest.raises(CheckpointError) as info:
             load_model(path)
-        assert str(path) in str(info.value) and time.perf_counter() - started < 20
+        elapsed = time.perf_counter() - started
+        # Building a terabyte model would take minutes or fail on memory; a refusal costs about as much
+        # as an honest load (2 s of slack for a busy machine).
+        assert str(path) in str(info.value) and elapsed < 2 + 10 * baseline, (elapsed, baseline)
     record_property("cases", len(cases))
 
 
@@ -396,7 +404,7 @@ def test_no_data_lost_checkpoint_write_killed_half_way(tmp_path, record_property
     save_checkpoint(path, {"arch": {}, "model": {"w": torch.ones(200_000)}, "vocab": ["<pad>", "old"]})
     before = path.read_bytes()
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60  # a hang guard only, generous for a loaded 2-core machine
     temps = []
     while time.monotonic() < deadline and not any(t.stat().st_size > 0 for t in temps):
         time.sleep(0.05)

@@ -292,7 +292,9 @@ def test_bombs_stay_far_from_a_gigabyte(hostile, tiny_checkpoint, tmp_path, reco
     assert bomb_mb - base_mb < 64, (bomb_mb, base_mb)  # the 7.5 GB of pixels were never allocated
     index_mb = _index_rss(bombs, tiny_checkpoint, tmp_path / "bombs")
     index_base_mb = _index_rss([], tiny_checkpoint, tmp_path / "plain")
-    assert index_mb - index_base_mb < 64 and index_mb < 1024, (index_mb, index_base_mb)
+    # Relative only: the baseline run measures this machine's imports (torch alone can differ by
+    # hundreds of MB between installs); the bombs must add no more than noise on top of it.
+    assert index_mb - index_base_mb < 64, (index_mb, index_base_mb)
     record_property("cases", len(bombs) * 3)
     record_property(
         "rss_mb",

@@ -60,18 +60,28 @@ def one_line_error(code: int, err: str, *fragments: str) -> None:
         (["--new-token", "alice"], ["--new-token needs --token-file"]),
     ],
 )
-def test_bad_access_options_are_one_line_errors(args, fragments, tmp_path, monkeypatch):
+def test_bad_access_options_are_one_line_errors(args, fragments, index, monkeypatch):
     monkeypatch.delenv("SSAN_TOKEN", raising=False)
-    index_args = [] if fragments == ["--index is required"] else ["--index", tmp_path]
+    index_args = [] if fragments == ["--index is required"] else ["--index", index]
     one_line_error(*run_cli("serve", *index_args, *args)[::2], *fragments)
 
 
-def test_bad_token_sources_are_one_line_errors(tmp_path, monkeypatch):
+def test_bad_token_sources_are_one_line_errors(index, tmp_path, monkeypatch):
     monkeypatch.setenv("SSAN_TOKEN", "secret")
-    one_line_error(*run_cli("serve", "--index", tmp_path)[::2], "SSAN_TOKEN: a token must be 16 to 256")
+    one_line_error(*run_cli("serve", "--index", index)[::2], "SSAN_TOKEN: a token must be 16 to 256")
     tokens = tmp_path / "tokens"
     tokens.write_text(f"alice:{generate_token()}\nbob:short\n")
-    one_line_error(*run_cli("serve", "--index", tmp_path, "--token-file", tokens)[::2], f"{tokens}, line 2")
+    one_line_error(*run_cli("serve", "--index", index, "--token-file", tokens)[::2], f"{tokens}, line 2")
+
+
+def test_the_index_is_checked_before_anything_is_written(tmp_path, monkeypatch):
+    """A missing index is named as such; a folder that is no index gets no audit.jsonl."""
+    monkeypatch.delenv("SSAN_TOKEN", raising=False)
+    one_line_error(*run_cli("serve", "--index", tmp_path / "nope")[::2], f"index {tmp_path / 'nope'} does not exist")
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "photos").mkdir()
+    one_line_error(*run_cli("serve", "--index", tmp_path / "photos")[::2], "is not a gallery index")
+    assert list((tmp_path / "photos").iterdir()) == []
 
 
 def test_new_token_appends_named_tokens_to_a_private_file(tmp_path):

@@ -251,3 +251,22 @@ def test_frame_cache_is_a_bounded_lru_with_bounded_decoding():
     for thread in threads:
         thread.join(timeout=10)
     assert most[0] == 2 and len(cache) == 2
+
+
+def test_the_start_up_line_counts_tracks_for_footage_and_images_for_a_gallery(footage, tmp_path, monkeypatch):
+    import uvicorn
+
+    from helpers import run_cli
+    from ssan.search import build_index
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)  # print the line, then stop
+    args = ["--port", "0", "--no-auth", "--no-audit-log"]
+    code, out, err = run_cli("serve", "--index", footage["index"], *args)
+    assert code == 0 and f"serving {len(footage['entries'])} tracks on http://127.0.0.1:" in out, (out, err)
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for i, entry in enumerate(footage["entries"][:3]):  # a track's best crops are images too
+        (gallery / f"{i}.jpg").write_bytes(open(entry["path"], "rb").read())
+    build_index(tmp_path / "idx", footage["checkpoint"], images=gallery, progress=False)
+    code, out, err = run_cli("serve", "--index", tmp_path / "idx", *args)
+    assert code == 0 and "serving 3 images on http://127.0.0.1:" in out, (out, err)

@@ -23,6 +23,7 @@ STORES = {
 
 class _Info:
     checkpoint, fingerprint, backend, height, width, max_length = "ckpt", "f" * 16, "torch", 32, 16, 20
+    arch: dict = {}
 
 
 def _tracks(camera: str, start_hour: int, count: int, rng) -> tuple:

@@ -16,6 +16,7 @@ from ssan.viz import (
     _group_series,
     attention_picture,
     retrieval_sheet,
+    track_sheet,
     training_curves,
 )
 
@@ -134,3 +135,26 @@ def test_attention_picture_accepts_arrays_and_tensors(tmp_path):
     attention_picture(words, np.random.rand(6, 5).tolist(), tmp_path / "att2.png")
     with pytest.raises(SsanError, match="K x 5"):
         attention_picture(words, np.random.rand(6, 4), tmp_path / "bad.png")
+
+
+def _box_of(pixels: np.ndarray, rgb) -> tuple:
+    """(top, bottom, left, right) of the pixels of colour ``rgb`` (nearly)."""
+    rows, cols = np.nonzero(np.abs(pixels - np.array(rgb)).max(axis=-1) <= 12)
+    return rows.min(), rows.max(), cols.min(), cols.max()
+
+
+def test_track_sheet_is_compact_crop_beside_frame_at_the_same_height(tmp_path):
+    """No empty band over the rows; the crop is as tall as the frame and right beside it."""
+    crop = Image.new("RGB", (32, 64), (200, 30, 30))
+    frame = Image.new("RGB", (256, 144), (30, 30, 200))
+    hits = [{"crop": crop, "frame": frame, "box": (10, 10, 20, 40), "title": f"{i}. street track {i}"} for i in (1, 2)]
+    pixels = np.asarray(Image.open(track_sheet("a man in a red coat", hits, tmp_path / "s.png")).convert("RGB"))
+    pixels = pixels.astype(int)
+    top, bottom, left, right = _box_of(pixels, (200, 30, 30))  # both crops
+    f_top, f_bottom, f_left, _ = _box_of(pixels, (30, 30, 200))
+    assert top < 0.12 * pixels.shape[0], (top, pixels.shape)  # the first row starts under the title
+    assert abs(top - f_top) <= 2 and abs(bottom - f_bottom) <= 2  # the crops as tall as the frames
+    first_crop = np.nonzero(np.abs(pixels[:, left] - (200, 30, 30)).max(axis=-1) <= 12)[0]
+    row_height = int(np.argmax(np.diff(first_crop) > 1)) + 1  # the first crop's height in pixels
+    assert row_height >= 150 and (right - left + 1) >= row_height * 0.45  # readable, not a sliver
+    assert 0 <= f_left - right <= 15  # side by side: no wide gap between crop and frame

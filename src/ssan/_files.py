@@ -72,11 +72,10 @@ def open_private(path: PathLike) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
-def open_to_others(folder: PathLike) -> list:
-    """``folder`` and its sub-folders that other users may read or enter (group or other bits set)."""
+def open_to_others(*folders: PathLike) -> list:
+    """Those of ``folders`` that exist and that other users may read or enter (group or other bits set)."""
     found = []
-    for directory, subdirs, _ in os.walk(folder):
-        if stat.S_IMODE(os.stat(directory).st_mode) & 0o077:
-            found.append(Path(directory))
-        subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(directory, d))]
+    for folder in map(Path, folders):
+        if folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            found.append(folder)
     return found

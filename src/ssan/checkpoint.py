@@ -55,6 +55,15 @@ def save_checkpoint(path: PathLike, state: dict) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
+def _folder_given(path: Path) -> str:
+    """The message for a folder given as a checkpoint: the checkpoints found in it (or its run's)."""
+    inside = [p for folder in (path, path / "checkpoints") for p in (folder / "best.pt", folder / "last.pt")]
+    found = [str(p) for p in inside if p.is_file()]
+    if found:
+        return f"checkpoint {path} is a folder, not a file: give one of the checkpoints in it, {' or '.join(found)}"
+    return f"checkpoint {path} is a folder, not a file, and holds no best.pt or last.pt"
+
+
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:
     """Load and validate a checkpoint; every failure is a :class:`CheckpointError` naming the file.
 
@@ -62,6 +71,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     flipped bits in the weights are reported instead of loaded.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(_folder_given(path))
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
@@ -219,19 +230,15 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
     """Load a checkpoint for inference.
 
     Returns:
-        ``(model, vocab, info)``: the SSAN model in eval mode on ``device``, its
-        :class:`ssan.data.vocab.Vocabulary`, and the checkpoint without training state.
+        ``(model, vocab, info)``: the model in eval mode on ``device`` (SSAN, or another family
+        registered in :mod:`ssan.models.families`, e.g. an open_clip model), its vocabulary
+        (:class:`ssan.data.vocab.Vocabulary`, or CLIP's tokenizer), and the checkpoint without training state.
     """
-    from ssan.data.vocab import Vocabulary
+    from ssan.models.families import load_family_model
 
     state = load_checkpoint(path)
-    vocab_size = state["arch"].get("vocab_size")
-    if vocab_size is not None and vocab_size != len(state["vocab"]):
-        raise CheckpointError(
-            f"checkpoint {path}: its vocabulary has {len(state['vocab'])} entries but the model expects {vocab_size}"
-        )
-    model = model_from_checkpoint(state, device=device, source=f"checkpoint {path}")
-    return model, Vocabulary(list(state["vocab"])), inference_state(state)
+    model, vocab = load_family_model(state, device=device, source=f"checkpoint {path}")
+    return model, vocab, inference_state(state)
 
 
 def check_compatible(

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
+from ssan._config_checks import check_numbers
 from ssan.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -85,6 +86,7 @@ class OptimConfig:
 SELECT_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 SELECT_TERMS = ("sum", "global", "parts", "relation")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+GRAD_COMPRESSIONS = ("none", "bf16", "fp16")
 
 
 @dataclass
@@ -105,7 +107,8 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms on CUDA (exact resume there too; slower)
     channels_last: bool = False  # channels-last memory format for the image branch (CUDA convolutions)
     cudnn_benchmark: bool = True  # let cuDNN pick its fastest convolution algorithms (off when deterministic)
-    tf32: bool = False  # TF32 matrix multiplications on Ampere and newer GPUs (faster, 10-bit mantissa)
+    tf32: bool = False  # TF32 matmuls, convolutions and LSTM on Ampere and newer GPUs (faster, 10-bit mantissa)
+    grad_compression: str = "none"  # under DDP: none | bf16 | fp16 gradients on the wire (half the all-reduce bytes)
 
 
 @dataclass
@@ -131,20 +134,20 @@ class Config:
         return config.validate()
 
     def validate(self) -> Config:
-        """Check the settings that only make sense as one of a few names; returns ``self``."""
+        """Check the settings that are one of a few names and the ranges of the numeric ones; returns ``self``."""
         train = self.train
         _one_of("train.select_metric", train.select_metric, SELECT_METRICS)
         _one_of("train.select_term", train.select_term, SELECT_TERMS)
         _one_of("train.select_split", train.select_split, ("auto", "val", "test"))
         _one_of("train.amp_dtype", train.amp_dtype, AMP_DTYPES)
+        _one_of("train.grad_compression", train.grad_compression, GRAD_COMPRESSIONS)
         _one_of("model.relation_norm", self.model.relation_norm, ("per_part", "shared"))
-        if self.data.batch_size < 1 or self.data.eval_batch_size < 1:
-            raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
         for name, weight in self.loss.terms.items():
             if not isinstance(name, str) or isinstance(weight, bool) or not isinstance(weight, (int, float)):
                 raise ConfigError(f"loss.terms must map term names to numbers, got {name!r}: {weight!r}")
         if not all(isinstance(v, dict) for v in self.loss.options.values()):
             raise ConfigError("loss.options must map term names to mappings of options")
+        check_numbers(self)  # every numeric setting within its range (ssan._config_checks)
         return self
 
 

@@ -83,7 +83,7 @@ def run_demo(
     config = load_config("synth", [f"train.seed={seed}", *overrides])
     resume = (run_dir / "checkpoints" / "last.pt").exists()
     log.info("training (%s)", "resuming" if resume else "synth preset")
-    trainer = Trainer.from_config(config, prepared_dir, run_dir, device=device, resume=resume)
+    trainer = Trainer.from_config(config, prepared_dir, run_dir, device=device, resume=resume, overwrite=not resume)
     results = trainer.fit()
     timings["train_and_evaluate_s"] = time.perf_counter() - started - timings["generate_s"] - timings["prepare_s"]
 

@@ -167,6 +167,11 @@ def _output_names(parts: bool, text: bool) -> list:
 
 
 def _export_graphs(model, out_dir: Path, height: int, width: int, max_length: int, opset: int) -> None:
+    if model.arch.get("family") == "open_clip":
+        from ssan.clip.export import export_clip_graphs
+
+        tokens, lengths = _sample_text(model.arch["vocab_size"], [min(max_length, 6), min(max_length, 4)], seed=0)
+        return export_clip_graphs(model, out_dir, height, width, tokens, lengths, opset, _onnx_export)
     image_out = _output_names(model.parts, text=False)
     text_out = _output_names(model.parts, text=True)
     images = torch.randn(2, 3, height, width)
@@ -271,6 +276,10 @@ def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, op
         "parity": None,
         "parity_scale": None,
     }
+    if model.arch.get("family") == "open_clip":
+        from ssan.clip.export import tokenizer_entry
+
+        meta["tokenizer"] = tokenizer_entry(model, out_dir)
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     if verify:
         meta["parity"], meta["parity_scale"] = verify_parity(model, OnnxEncoders(out_dir), height, width, max_length)

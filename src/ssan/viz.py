@@ -243,7 +243,10 @@ def attention_picture(
 
 
 def track_sheet(query: str, hits: Sequence[Mapping[str, Any]], out_path: Union[str, Path]) -> Path:
-    """Draw one row per track result: its best crop, then the full frame with the box drawn.
+    """Draw one row per track result: its best crop beside the full frame with the box drawn.
+
+    Crop and frame share the row's height (the crop is enlarged to it, so it is readable), side
+    by side; rows are stacked under the query with no empty band.
 
     Args:
         query: the description searched for (the sheet's title).
@@ -255,25 +258,38 @@ def track_sheet(query: str, hits: Sequence[Mapping[str, Any]], out_path: Union[s
         raise SsanError("track sheet: no results to draw")
     from matplotlib.patches import Rectangle
 
+    rows = [(_picture(hit.get("crop")), _picture(hit.get("frame"))) for hit in hits]
+    crop_w = ROW_INCHES * max([c.width / c.height for c, _ in rows if c is not None] or [0.5])
+    frame_w = ROW_INCHES * max([f.width / f.height for _, f in rows if f is not None] or [16 / 9])
+    width, row_h = crop_w + GAP_INCHES + frame_w, ROW_INCHES + LABEL_INCHES
+    height = LABEL_INCHES + row_h * len(rows)
     plt = _pyplot()
-    fig = plt.figure(figsize=(9.0, 2.9 * len(hits) + 0.6))
-    grid = fig.add_gridspec(len(hits), 2, width_ratios=[1, 3.2], wspace=0.05, hspace=0.35)
-    for row, hit in enumerate(hits):
-        crop_ax, frame_ax = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])
-        for ax, item in ((crop_ax, hit.get("crop")), (frame_ax, hit.get("frame"))):
-            picture = (
-                None
-                if item is None
-                else (Image.fromarray(item) if isinstance(item, np.ndarray) else _load_picture(item))
-            )
+    fig = plt.figure(figsize=(width, height))
+    fig.text(0, 1, textwrap.shorten(query, 100), fontsize=10, weight="bold", va="top")
+    for row, (hit, (crop, frame)) in enumerate(zip(hits, rows)):
+        top = height - LABEL_INCHES - row * row_h  # inches from the bottom
+        fig.text(0, (top - 0.04) / height, str(hit.get("title", "")), fontsize=8, va="top")
+        bottom = (top - row_h) / height
+        crop_ax = fig.add_axes((0, bottom, crop_w / width, ROW_INCHES / height), anchor="E")
+        frame_ax = fig.add_axes(
+            ((crop_w + GAP_INCHES) / width, bottom, frame_w / width, ROW_INCHES / height), anchor="W"
+        )
+        for ax, picture in ((crop_ax, crop), (frame_ax, frame)):
             if picture is None:
                 ax.text(0.5, 0.5, "unavailable", ha="center", va="center", fontsize=8)
             else:
                 ax.imshow(np.asarray(picture))
             _frame(ax, None)
-        if hit.get("frame") is not None and hit.get("box") is not None:
+        if frame is not None and hit.get("box") is not None:
             x, y, w, h = hit["box"]
             frame_ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=MATCH_COLOUR, linewidth=2))
-        frame_ax.set_title(str(hit.get("title", "")), fontsize=9, loc="left")
-    fig.suptitle(textwrap.shorten(query, 120), fontsize=10)
     return _save(fig, out_path)
+
+
+ROW_INCHES, LABEL_INCHES, GAP_INCHES = 2.4, 0.3, 0.08  # a track sheet's picture row, row title and gap
+
+
+def _picture(item) -> Optional[Image.Image]:
+    if item is None:
+        return None
+    return Image.fromarray(item) if isinstance(item, np.ndarray) else _load_picture(item)

@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each person's track becomes one entry",
     )
     parser.add_argument("--split", default="test", help="split of --data to index (default: test)")
-    parser.add_argument("--out", required=True, help="index folder to write")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="index folder to write (encoded batches are kept in OUT/.partial until the index is written: "
+        "an interrupted run continues where it stopped when rerun)",
+    )
     parser.add_argument("--add", action="store_true", help="add new images to the index in --out (same checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace an index already in --out")
     parser.add_argument(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ssan.data.formats import DATASET_FORMATS
-from ssan.data.prepare import DEFAULT_OUT, prepare_dataset
-
 HELP = "check a dataset (every record and image) and write the vocabulary and prepared splits"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ssan.data.formats import DATASET_FORMATS
+    from ssan.data.prepare import DEFAULT_OUT
+
     parser.add_argument(
         "--dataset", required=True, choices=DATASET_FORMATS.names(), help="dataset layout (a registered format)"
     )
@@ -32,11 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="drop bad records (listed in summary.json 'skipped') instead of failing",
     )
-    parser.add_argument("--force", action="store_true", help="replace an output holding another dataset")
+    parser.add_argument(
+        "--overwrite",
+        "--force",
+        dest="overwrite",
+        action="store_true",
+        help="replace an output holding another dataset",
+    )
     parser.add_argument("--workers", type=int, default=None, help="image-checking threads (default: 2 x cores, max 8)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssan.data.prepare import DEFAULT_OUT, prepare_dataset
+
     summary = prepare_dataset(
         args.dataset,
         args.root,
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         drop_unknown=not args.keep_unknown,
         skip_invalid=args.skip_invalid,
-        force=args.force,
+        overwrite=args.overwrite,
         workers=args.workers,
         retokenize=args.retokenize,
     )

@@ -191,7 +191,7 @@ def _warn_if_readable(index: str) -> None:
 
     from ssan._files import open_to_others
 
-    for folder in open_to_others(index):
+    for folder in open_to_others(index, Path(index) / "crops"):  # the features and the people's pictures
         log.warning(
             "index folder %s is readable by other users (mode %o): it holds people's pictures and features; "
             "run `chmod -R go-rwx %s`",
@@ -214,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise SsanError("serving needs FastAPI and uvicorn: pip install 'ssan[serve]'") from None
     from ssan.search import Searcher
+    from ssan.search.index import read_meta
 
+    meta = read_meta(Path(args.index))  # before anything is written: the audit log goes into the index folder
     tokens, generated = _tokens(args)
     plan = retention_plan(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
@@ -248,10 +250,11 @@ def run(args: argparse.Namespace) -> int:
         proxy_headers=bool(args.forwarded_allow_ips),
         forwarded_allow_ips=args.forwarded_allow_ips,
     )
+    content = "tracks" if meta.get("content") == "tracks" else "images"
     source = "" if generated or tokens is None else f" (tokens from {tokens.source})"
     audited = f"; audit log {audit.path}" if audit is not None else "; no audit log"
     print(
-        f"serving {len(searcher.index)} images on {_address(args.host, port, tls, generated)}{source}{audited}",
+        f"serving {len(searcher.index)} {content} on {_address(args.host, port, tls, generated)}{source}{audited}",
         flush=True,
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -6,9 +6,6 @@ import argparse
 import re
 import time
 
-from ssan.data.formats import DATASET_FORMATS
-from ssan.data.synth import generate_synthetic
-
 HELP = "generate the synthetic pedestrian dataset (images + captions) in a real dataset's layout"
 
 
@@ -28,6 +25,8 @@ def _captions(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ssan.data.formats import DATASET_FORMATS
+
     parser.add_argument("out", help="dataset folder to create (annotation file + imgs/)")
     parser.add_argument(
         "--format",
@@ -50,10 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--workers", type=int, default=1, help="drawing processes (default: 1)")
-    parser.add_argument("--force", action="store_true", help="replace an existing synthetic dataset at OUT")
+    parser.add_argument(
+        "--overwrite",
+        "--force",
+        dest="overwrite",
+        action="store_true",
+        help="replace an existing synthetic dataset at OUT",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssan.data.synth import generate_synthetic
+
     start = time.perf_counter()
     result = generate_synthetic(
         args.out,
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         fmt=args.fmt,
         workers=args.workers,
-        overwrite=args.force,
+        overwrite=args.overwrite,
     )
     seconds = time.perf_counter() - start
     print(

@@ -18,7 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_size, default=(360, 640), metavar="HxW", help="frame size (default 360x640)")
     parser.add_argument("--captions", type=int, default=3, help="captions written per person (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--force", action="store_true", help="replace an existing synthetic video at OUT")
+    parser.add_argument(
+        "--overwrite",
+        "--force",
+        dest="overwrite",
+        action="store_true",
+        help="replace an existing synthetic video at OUT",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         captions=args.captions,
-        overwrite=args.force,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "train SSAN on a prepared dataset (use torchrun for several GPUs or nodes)"
 
@@ -22,18 +23,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set optim.epochs=10 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ssan import distributed
     from ssan.config import load_config
+    from ssan.engine.runtime import CUBLAS_WORKSPACE
     from ssan.engine.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
+    if config.train.deterministic:  # before anything starts CUDA (joining the group does): cuBLAS reads it once
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     info = distributed.init_distributed(args.device)  # the entry point joins the process group
     try:
-        results = Trainer.from_config(config, args.data, args.output, device=args.device, resume=args.resume).fit()
+        results = Trainer.from_config(
+            config, args.data, args.output, device=args.device, resume=args.resume, overwrite=args.overwrite
+        ).fit()
         if info.is_main and results.get("test_last"):
             print_results(results, args.output)
     finally:

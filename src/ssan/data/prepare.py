@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,7 +86,7 @@ def format_problems(annotations: Annotations, problems: Sequence[Problem], limit
     return "\n".join(lines)
 
 
-def _may_replace(out: Path, dataset: str, annotation: Path, force: bool) -> bool:
+def _may_replace(out: Path, dataset: str, annotation: Path, overwrite: bool) -> bool:
     """True when ``out`` may be replaced; raises DataError when it must not be."""
     if not out.is_dir():
         raise DataError(f"output {out} exists and is not a directory")
@@ -100,11 +101,11 @@ def _may_replace(out: Path, dataset: str, annotation: Path, force: bool) -> bool
             f"output {out} is not empty and holds no prepared dataset; refusing to replace it "
             "(choose another --out or remove it)"
         )
-    if force or (summary.get("dataset") == dataset and summary.get("annotation") == str(annotation)):
+    if overwrite or (summary.get("dataset") == dataset and summary.get("annotation") == str(annotation)):
         return True
     raise DataError(
         f"output {out} holds another prepared dataset ({summary.get('dataset')} from "
-        f"{summary.get('annotation')}); use --force to replace it"
+        f"{summary.get('annotation')}); use --overwrite to replace it"
     )
 
 
@@ -117,18 +118,23 @@ def prepare_dataset(
     max_length: int = 100,
     drop_unknown: bool = True,
     skip_invalid: bool = False,
-    force: bool = False,
+    overwrite: bool = False,
     workers: Optional[int] = None,
     max_pixels: int = MAX_PIXELS,
     retokenize: bool = False,
+    force: Optional[bool] = None,
 ) -> dict:
     """Validate ``dataset`` under ``root`` and write the prepared directory ``out``.
 
     ``retokenize`` re-tokenises the dataset's ``processed_tokens`` (default: used as given,
-    lower-cased, as the reference does; see :mod:`ssan.data.formats`).
+    lower-cased, as the reference does; see :mod:`ssan.data.formats`). ``overwrite`` replaces an
+    output holding another prepared dataset (``force``, its former name, still works, deprecated).
 
     Returns the summary (the content of ``summary.json``). Raises DataError on bad input.
     """
+    if force is not None:
+        warnings.warn("prepare_dataset(force=) is deprecated: use overwrite=", DeprecationWarning, stacklevel=2)
+        overwrite = overwrite or force
     check_dataset_name(dataset)
     if min_count < 1 or max_length < 1:
         raise DataError(f"min_count and max_length must be >= 1 (got {min_count}, {max_length})")
@@ -136,7 +142,7 @@ def prepare_dataset(
     out = Path(out).absolute() if out is not None else root / DEFAULT_OUT
     annotation = find_annotation(dataset, root).absolute()
     if out.exists():
-        _may_replace(out, dataset, annotation, force)
+        _may_replace(out, dataset, annotation, overwrite)
     annotations = read_annotations(dataset, root, retokenize=retokenize)
     problems = annotations.problems + check_images(annotations.records, annotations.image_root, workers, max_pixels)
     if problems and not skip_invalid:
@@ -146,7 +152,7 @@ def prepare_dataset(
     built = _build(records, min_count, max_length, drop_unknown)
     summary = _summary(dataset, annotations, built, problems, min_count, max_length, drop_unknown)
     summary["tokens"] = _token_report(annotations, built["stats"], retokenize)
-    with atomic_directory(out, lambda path: _may_replace(path, dataset, annotation, force)) as tmp:
+    with atomic_directory(out, lambda path: _may_replace(path, dataset, annotation, overwrite)) as tmp:
         _write(tmp, summary, built)
     log.debug("prepared %s in %s", dataset, out)
     return summary

@@ -30,6 +30,8 @@ class PreparedDataset:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise DataError(f"prepared dataset {self.directory} is not a directory (run `ssan prepare` first)")
+        if not (self.directory / "summary.json").is_file():
+            raise DataError(_not_prepared(self.directory))
         self.summary = _read_summary(self.directory / "summary.json")
         self.vocab = Vocabulary.load(self.directory / "vocab.json")
         if len(self.vocab) != self.summary["vocab_size"]:
@@ -70,6 +72,23 @@ class PreparedDataset:
 def load_prepared(directory: Union[str, Path]) -> PreparedDataset:
     """Open a prepared dataset directory; DataError naming the file when something is missing or bad."""
     return PreparedDataset(directory)
+
+
+def _not_prepared(directory: Path) -> str:
+    """Why ``directory`` (no summary.json) is not a prepared dataset, and which folder is."""
+    from ssan.data.formats import DATASET_FORMATS
+    from ssan.data.prepare import DEFAULT_OUT
+
+    if (directory / DEFAULT_OUT / "summary.json").is_file():
+        return f"{directory} is a dataset folder, not a prepared one: use its prepared folder {directory / DEFAULT_OUT}"
+    for name, layout in DATASET_FORMATS.items():
+        found = next((f for f in layout.files if (directory / f).is_file()), None)
+        if found:
+            return (
+                f"{directory} is a raw {name} folder ({found}), not a prepared one: run "
+                f"`ssan prepare --dataset {name} --root {directory}`, then use {directory / DEFAULT_OUT}"
+            )
+    return f"{directory / 'summary.json'} is missing (not a prepared dataset; run `ssan prepare` first)"
 
 
 def _read_summary(path: Path) -> dict:

@@ -173,7 +173,7 @@ def _may_replace(out: Path, overwrite: bool) -> bool:
     if not (out / MANIFEST).is_file():
         raise DataError(f"output {out} is not empty and is not a synthetic dataset; refusing to replace it")
     if not overwrite:
-        raise DataError(f"output {out} already holds a synthetic dataset; use --force to replace it")
+        raise DataError(f"output {out} already holds a synthetic dataset; use --overwrite to replace it")
     return True
 
 

@@ -9,6 +9,7 @@ to ``Trainer(...)`` directly.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import torch
@@ -31,11 +32,14 @@ class ComponentBuilders:
         *,
         device: Optional[str] = None,
         resume: bool = False,
+        overwrite: bool = False,
         hooks: Iterable = (),
     ):
         """The trainer of ``config`` on the prepared dataset ``data_dir`` (today's ``ssan train``)."""
         from ssan.data import load_prepared
+        from ssan.engine.results import check_run_folder
 
+        check_run_folder(Path(output_dir), resume, overwrite)  # before the model is built: fail fast
         prepared = load_prepared(data_dir)
         info = distributed.current()
         device = resolve_device(device, info.local_rank if info.enabled else None)
@@ -55,6 +59,7 @@ class ComponentBuilders:
             output_dir,
             device=device,
             resume=resume,
+            overwrite=overwrite,
             hooks=hooks,
         )
 

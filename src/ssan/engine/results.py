@@ -18,12 +18,34 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ssan._files import atomic_write_text
+from ssan.errors import ConfigError
 
 TERMS = ("global", "parts", "relation", "sum")
 REFERENCE_LABEL = (
     "maximum test R1 over every evaluated epoch and over the four similarity terms (global, parts, "
     "relation, sum), as the SSAN reference reports; selected on the test split twice over: optimistic"
 )
+
+
+RUN_FILES = ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl", "results.json")  # what a run keeps
+
+
+def check_run_folder(output_dir: Path, resume: bool, overwrite: bool) -> list:
+    """The run files that training into ``output_dir`` will replace (``overwrite``); refuses otherwise.
+
+    A folder holding a run is trained into only to continue it (``resume``) or to replace it on
+    purpose (``overwrite``): a finished model is never lost to a repeated command.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: pass one")
+    found = [name for name in RUN_FILES if (Path(output_dir) / name).exists()]
+    if found and not (resume or overwrite):
+        raise ConfigError(
+            f"output {output_dir} already holds a training run ({', '.join(found)}): pass --resume to "
+            "continue it or --overwrite to replace it (Python: resume=True / overwrite=True), or choose "
+            "another --output"
+        )
+    return [] if resume else found
 
 
 def flatten_metrics(split: str, results: dict) -> dict:

@@ -47,7 +47,8 @@ class Precision:
         if not amp:
             return cls()
         if amp_dtype == "auto":
-            supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
+            # native bf16 only: V100 and T4 emulate it (slowly), where fp16 with the scaler is the better choice
+            supported = device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
             amp_dtype = "bf16" if supported else "fp16"
         if amp_dtype not in _DTYPES:
             raise ConfigError(f"train.amp_dtype: unknown value {amp_dtype!r}; valid: auto, {', '.join(_DTYPES)}")

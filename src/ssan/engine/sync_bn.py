@@ -1,7 +1,8 @@
 """BatchNorm with statistics over the global batch of every process (``train.sync_bn``), on any device.
 
-``torch.nn.SyncBatchNorm`` runs on CUDA only; this one is written with differentiable collectives,
-so the same code trains on GPUs and is tested with gloo processes on the CPU. In training, under a
+``torch.nn.SyncBatchNorm`` runs on CUDA only (the trainer uses it under NCCL, where its fused
+kernels need fewer collectives); this one is written with differentiable collectives, so it runs
+on any device and backend and is tested with gloo processes on the CPU. In training, under a
 process group, each process computes its local mean and sum of squared deviations, the pieces are
 gathered (with gradients) and combined (Chan's parallel formula, numerically stable), and every
 process normalises with the global statistics: the forward and, through the gathers' backward,
@@ -61,9 +62,20 @@ def _expand(channel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return channel.view(1, -1, *([1] * (like.dim() - 2)))
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every BatchNorm replaced by a :class:`GlobalBatchNorm` sharing its parameters
-    and buffers (the same tensor objects: an optimizer built before still holds the right ones)."""
+def convert_sync_batchnorm(module: nn.Module, native: bool = False) -> nn.Module:
+    """``module`` with every BatchNorm replaced by a synchronised one sharing its parameters and
+    buffers (the same tensor objects: an optimizer built before still holds the right ones).
+
+    ``native``: PyTorch's ``nn.SyncBatchNorm`` (CUDA only: fused statistics kernels, one
+    all-gather forward and one all-reduce backward per layer, for NCCL); otherwise
+    :class:`GlobalBatchNorm` (any device and backend: 2 all-gathers forward, 2 all-reduces backward).
+    """
+    if native:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _convert_global(module)
+
+
+def _convert_global(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
         converted = GlobalBatchNorm(
             module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
@@ -76,5 +88,5 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
         converted.train(module.training)
         return converted
     for name, child in module.named_children():
-        setattr(module, name, convert_sync_batchnorm(child))
+        setattr(module, name, _convert_global(child))
     return module

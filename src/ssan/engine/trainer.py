@@ -61,6 +61,7 @@ class Trainer(ComponentBuilders, RunReports):
         output_dir: run directory (created).
         device: a ``torch.device`` (see :func:`ssan.devices.resolve_device`).
         resume: continue from ``output_dir/checkpoints/last.pt``.
+        overwrite: replace a run already in ``output_dir`` (without it or ``resume``, one is refused).
         hooks: :class:`ssan.engine.hooks.Hook` instances.
     """
 
@@ -77,8 +78,10 @@ class Trainer(ComponentBuilders, RunReports):
         *,
         device: Optional[torch.device] = None,
         resume: bool = False,
+        overwrite: bool = False,
         hooks: Iterable[Hook] = (),
     ) -> None:
+        self._replaced = reports.check_run_folder(Path(output_dir), resume, overwrite)  # before any process writes
         self.config, self.prepared, self.dataset = config, prepared, dataset
         self.dist = distributed.current()
         self.device = torch.device(device) if device is not None else resolve_device(None)
@@ -89,7 +92,8 @@ class Trainer(ComponentBuilders, RunReports):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.uses_scaler)
         self.model, self.criterion = model.to(self.device), criterion.to(self.device)
         if config.train.sync_bn and self.dist.enabled:
-            convert_sync_batchnorm(self.model)
+            native = distributed.communication_device(self.device).type == "cuda"  # NCCL
+            self.model = convert_sync_batchnorm(self.model, native=native)
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -102,9 +106,10 @@ class Trainer(ComponentBuilders, RunReports):
         )
         self._check_batch()
         self.step_module: nn.Module = TrainStep(self.model, self.criterion)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+        if self.dist.enabled:  # no device_ids: the batch is on the device already, and DDP would move the
+            # CPU caption lengths to the GPU (and the text encoder back): 4 blocking copies per step
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module)
+            distributed.compress_gradients(self.step_module, config.train.grad_compression)
         self.writer = CheckpointWriter(background=True)
         self.history: list = []
         self.best: Optional[dict] = None
@@ -172,6 +177,8 @@ class Trainer(ComponentBuilders, RunReports):
     def _fit(self) -> dict:
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            for name in self._replaced:  # an overwritten run's files, so none outlives it
+                (self.output_dir / name).unlink(missing_ok=True)
             save_config(self.config, self.output_dir / "config.yaml")
         if self.resume:
             restore_training_state(self, self.ckpt_dir / "last.pt")

@@ -42,6 +42,7 @@ class RetrievalEvaluator:
         i2t: also image -> text; memory_budget_mb: similarity chunk bound; ks: Rank-k cut-offs.
         persistent: keep the gallery workers alive between calls.
         channels_last: feed the images channels-last.
+        transform: the gallery transform, ``uint8`` pixels (None: resize to ``height x width``).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class RetrievalEvaluator:
         progress: bool = True,
         persistent: bool = True,
         channels_last: bool = False,
+        transform=None,
     ) -> None:
         _check_split(prepared, split)
         records = prepared.records(split)
@@ -76,7 +78,7 @@ class RetrievalEvaluator:
             records,
             self.queries,
             prepared.image_root,
-            build_transforms(height, width, train=False, uint8=True),
+            transform or build_transforms(height, width, train=False, uint8=True),
             self.max_length,
             batch_size,
             num_workers,
@@ -174,7 +176,12 @@ def _gather_rows(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
-    """(records whose captions are the queries, re-encoding report or None)."""
+    """(records whose captions are the queries, re-encoding report or None).
+
+    A vocabulary with ``encode_records`` (CLIP's tokenizer) encodes the captions' text itself.
+    """
+    if hasattr(vocab, "encode_records"):
+        return vocab.encode_records(records, max_length), None
     if vocab is None or vocab == prepared.vocab:
         return records, None
     from ssan.data.prepared import reencode_records
@@ -188,7 +195,7 @@ def _query_records(prepared, records: list, vocab, max_length: int) -> tuple:
             "lost; re-run `ssan prepare` for an exact cross-domain evaluation",
             prepared.directory,
         )
-    log.info(
+    log.debug(  # the figures are in results["vocabulary"]; `ssan test` prints them once, with the table
         "cross-vocabulary evaluation: %d of %d query words unknown to the model (dropped), %d caption(s) "
         "left without a word",
         report["unknown_words"],
@@ -213,6 +220,7 @@ def evaluate(
     ks: Sequence[int] = DEFAULT_KS,
     progress: bool = True,
     vocab=None,
+    transform=None,
 ) -> dict:
     """Evaluate ``model`` on one split of a prepared dataset, once (see :class:`RetrievalEvaluator`).
 
@@ -245,6 +253,7 @@ def evaluate(
         ks=ks,
         progress=progress,
         persistent=False,
+        transform=transform,
     )
     return evaluator(model, resolve_device(device))
 
@@ -272,12 +281,14 @@ def evaluate_checkpoint(
     """
     from ssan.checkpoint import load_model
     from ssan.data import load_prepared
+    from ssan.models.families import gallery_transform
 
     prepared = load_prepared(data_dir)  # (the engine imports evaluation, never at module level the reverse)
     _check_split(prepared, split)
     device = resolve_device(device)
     model, vocab, info = load_model(checkpoint_path, device=device)
     data_config = (info.get("config") or {}).get("data", {})
+    height, width = int(data_config.get("height", 384)), int(data_config.get("width", 128))
     results = evaluate(
         model,
         prepared,
@@ -286,11 +297,12 @@ def evaluate_checkpoint(
         i2t=i2t,
         num_workers=num_workers,
         batch_size=batch_size or int(data_config.get("eval_batch_size", 128)),
-        height=int(data_config.get("height", 384)),
-        width=int(data_config.get("width", 128)),
+        height=height,
+        width=width,
         max_length=int(data_config.get("max_length", 100)),
         memory_budget_mb=memory_budget_mb,
         progress=progress,
         vocab=vocab,
+        transform=gallery_transform(info["arch"], height, width, uint8=True),
     )
     return {**results, "checkpoint": str(checkpoint_path), "epoch": info.get("epoch")}

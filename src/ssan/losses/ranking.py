@@ -62,13 +62,21 @@ def _fallback_hinge(
     size = sim.size(0)
     positions = torch.arange(size, device=sim.device)
     examined = positions if active is None else torch.where(active, positions, -1)
-    last_examined = examined.max()
-    other = labels != labels[last_examined.clamp_min(0)]
-    negative = other.to(torch.uint8).argmax()  # first True
-    valid = other.any() & (last_examined >= 0)
+    last_examined = examined.max().reshape(1)  # 1-element index tensors: indexing with 0-dim ones reads the host
+    other = labels != labels.index_select(0, last_examined.clamp_min(0))
+    negative = other.to(torch.uint8).argmax().reshape(1)  # first True
+    valid = other.any() & (last_examined[0] >= 0)
     last = size - 1
-    hinge = (margins[last] - sim[last, last] + sim[last, negative]).clamp_min(0.0)
+    hinge = (margins[last] - sim[last, last] + sim[last].index_select(0, negative)[0]).clamp_min(0.0)
     return torch.where(valid, hinge, torch.zeros_like(hinge))
+
+
+def _per_anchor(margins: Union[float, torch.Tensor], sim: torch.Tensor) -> torch.Tensor:
+    """B margins on ``sim``'s device: a float is filled there (``torch.as_tensor(0.2, device=cuda)``
+    would be a blocking host-to-device copy at every step)."""
+    if torch.is_tensor(margins):
+        return margins.to(sim.dtype).expand(sim.size(0))
+    return torch.full((sim.size(0),), float(margins), dtype=sim.dtype, device=sim.device)
 
 
 def semi_hard_hinge(
@@ -91,7 +99,7 @@ def semi_hard_hinge(
         Scalar: sum over anchors with a semi-hard negative of margin - S_ap + S_an; when no
         anchor has one, the reference's single fallback triplet (:func:`_fallback_hinge`).
     """
-    margins = torch.as_tensor(margins, dtype=sim.dtype, device=sim.device).expand(sim.size(0))
+    margins = _per_anchor(margins, sim)
     labels = labels.to(sim.device)
     scores = sim.detach()
     positive = scores.diagonal()[:, None]

@@ -26,9 +26,13 @@ def as_cpu_lengths(lengths: Union[torch.Tensor, list], max_length: int) -> torch
 
 
 def length_mask(lengths: torch.Tensor, max_length: int, device: torch.device) -> torch.Tensor:
-    """B x max_length bool mask, True at real words."""
+    """B x max_length bool mask, True at real words.
+
+    The lengths go to ``device`` with a non-blocking copy: a blocking one would make the host
+    wait for everything queued before it (in training, the whole image forward).
+    """
     positions = torch.arange(max_length, device=device)
-    return positions[None, :] < lengths.to(device)[:, None]
+    return positions[None, :] < lengths.to(device, non_blocking=True)[:, None]
 
 
 class TextEncoder(nn.Module):
@@ -86,19 +90,26 @@ class TextEncoder(nn.Module):
         return out
 
 
-def _cpu_half_autocast(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
-    )
+def _lstm_in_fp32(x: torch.Tensor) -> bool:
+    """Whether the LSTM must leave autocast and run in float32 on ``x``'s device.
+
+    CUDA: autocast sends the cuDNN RNN through ``_cudnn_rnn_cast_reflatten``, which casts to
+    float16 whatever the autocast dtype (``at::kHalf`` hard-coded in ATen's AutocastRNN.cpp), so a
+    bf16 run would get unscaled fp16 LSTM gradients. CPU fp16: oneDNN has no fp16 LSTM. (CPU bf16
+    autocast runs oneDNN's bf16 LSTM, which honours the dtype.)
+    """
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return False
+    return device == "cuda" or torch.get_autocast_dtype(device) == torch.float16
 
 
 def _lstm_autocast(x: torch.Tensor):
-    """Under CPU fp16 autocast the LSTM runs in float32: oneDNN has no fp16 LSTM (CUDA and bf16 are fine)."""
-    return torch.autocast("cpu", enabled=False) if _cpu_half_autocast(x) else contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False) if _lstm_in_fp32(x) else contextlib.nullcontext()
 
 
 def _lstm_input(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if _cpu_half_autocast(x) else x
+    return x.float() if _lstm_in_fp32(x) else x
 
 
 def global_text_max(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,10 @@ Recall of an approximate index is measured against the exact one on a sample
 of queries: the split's own captions for a prepared split, otherwise (a folder
 has no captions) the features of a sample of gallery images, used as queries.
 The sample is stored with the index so later additions are measured the same way.
+
+Encoded batches are kept in ``OUT/.partial`` as the job goes (:mod:`ssan.search.journal`): an
+interrupted build, rerun or continued with ``add``, encodes only the rest, and the index in
+``OUT`` is unchanged until the job completes.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ssan.distributed import current
 from ssan.errors import SsanError
+from ssan.models.families import describe_encoder
 from ssan.search import ann
 from ssan.search.encode import encode_images_distributed, encode_token_lists
 from ssan.search.encoders import image_transform, load_encoders
 from ssan.search.errors import GalleryIndexError
 from ssan.search.files import find_images
 from ssan.search.index import FORMAT, META_FILE, VERSION, GalleryIndex
+from ssan.search.journal import EncodingJournal
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +106,25 @@ def warn_skipped(skipped: list) -> None:
         log.warning("skipped %d unreadable or refused file(s): %s%s", len(skipped), listing, more)
 
 
-def _encode_new(encoders, info, candidates, batch_size, num_workers, progress):
-    transform = image_transform(info)
-    paths = [Path(c["path"]) for c in candidates]
-    return encode_images_distributed(
-        encoders, paths, transform, batch_size=batch_size, num_workers=num_workers, progress=progress
-    )
+def _encode_new(encoders, info, candidates, batch_size, num_workers, progress, journal):
+    """Encode the candidates' images; with a journal, only those it lacks, each batch kept in it.
+
+    Without one (under torchrun) every rank encodes its share and rank 0 gathers them.
+    """
+    todo = [Path(c["path"]) for c in candidates if journal is None or c["path"] not in journal]
+    options = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+    if journal is not None:
+        options["on_batch"] = journal.record
+    encoded = encode_images_distributed(encoders, todo, image_transform(info), **options)
+    return encoded if journal is None else journal.results([c["path"] for c in candidates])
+
+
+def _journal(out_dir: Path, info) -> Optional[EncodingJournal]:
+    """The batches an interrupted build by the same encoders kept (None under torchrun: not kept)."""
+    if current().enabled:
+        return None
+    key = {"fingerprint": info.fingerprint, "backend": info.backend, "height": info.height, "width": info.width}
+    return EncodingJournal.open(out_dir, key)
 
 
 def index_meta(info, layout, spec, sources, entries, skipped) -> dict:
@@ -114,6 +134,7 @@ def index_meta(info, layout, spec, sources, entries, skipped) -> dict:
         "version": VERSION,
         "checkpoint": info.checkpoint,
         "fingerprint": info.fingerprint,
+        "encoder": describe_encoder(info.arch),
         "backend": info.backend,
         "encode": {"height": info.height, "width": info.width, "max_length": info.max_length},
         "layout": layout,
@@ -159,7 +180,6 @@ def build_index(
     if (images is None) == (data is None):
         raise SsanError("give exactly one gallery: a folder of images or a prepared dataset")
     from ssan.devices import resolve_device
-    from ssan.distributed import current
 
     dist_info = current()  # under torchrun, the entry point has joined the process group
     device = str(resolve_device(device, dist_info.local_rank if dist_info.enabled else None))
@@ -174,14 +194,18 @@ def build_index(
     new = [c for c in candidates if c["path"] not in known]
     if existing is not None:
         log.info("%d image(s) already indexed, %d new", len(candidates) - len(new), len(new))
-    encoded = _encode_new(encoders, info, new, batch_size, num_workers, progress)
+    journal = _journal(out_dir, info)
+    encoded = _encode_new(encoders, info, new, batch_size, num_workers, progress, journal)
     if not current().is_main:
         return None
     skipped = refused + encoded["failed"]
     warn_skipped(skipped)
-    return _assemble(
+    index = _assemble(
         out_dir, existing, info, encoders, new, encoded, source, captions, skipped, spec, recall_queries, seed
     )
+    if journal is not None:
+        journal.remove()  # the job completed: the index holds everything the batches did
+    return index
 
 
 def _assemble(

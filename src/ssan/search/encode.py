@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -68,9 +68,18 @@ def layout_of(feats: dict) -> dict:
 
 
 def encode_images(
-    encoders, paths: Sequence[Path], transform, batch_size: int = 64, num_workers: int = 0, progress: bool = True
+    encoders,
+    paths: Sequence[Path],
+    transform,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    on_batch: Optional[Callable[[list, np.ndarray, list, dict], None]] = None,
 ) -> dict:
     """Encode image files into flat vectors.
+
+    ``on_batch(paths, features, failed, layout)`` is called after each batch with its readable
+    paths (str), their vectors, its unreadable ``(path, reason)`` pairs and the feature layout.
 
     Returns:
         ``{"features": N' x F float32 (readable images only), "kept": [positions in paths],
@@ -86,12 +95,17 @@ def encode_images(
     chunks, kept, failed, layout = [], [], [], None
     bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress, leave=False)
     for batch in loader:
-        failed.extend((str(paths[i]), reason) for i, reason in batch["failed"])
+        bad = [(str(paths[i]), reason) for i, reason in batch["failed"]]
+        failed.extend(bad)
+        vectors = np.zeros((0, layout["dim"] if layout else 0), np.float32)
         if batch["image"] is not None:
             feats = encoders.image(batch["image"])
             layout = layout or layout_of(feats)
-            chunks.append(flatten_features(feats).numpy().astype(np.float32, copy=False))
+            vectors = flatten_features(feats).numpy().astype(np.float32, copy=False)
+            chunks.append(vectors)
             kept.extend(batch["index"])
+        if on_batch is not None:
+            on_batch([str(paths[i]) for i in batch["index"]], vectors, bad, layout)
         bar.update(len(batch["index"]) + len(batch["failed"]))
     bar.close()
     features = np.concatenate(chunks) if chunks else np.zeros((0, layout["dim"] if layout else 0), np.float32)

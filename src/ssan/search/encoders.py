@@ -121,6 +121,7 @@ def load_encoders(
     if onnx_dir is None or not (Path(onnx_dir) / "meta.json").is_file():
         where = f"no ONNX export in {onnx_dir}" if onnx_dir is not None else "the onnx backend needs an export folder"
         raise SsanError(f"{where}; create it with `ssan export --checkpoint CKPT --out DIR`")
+    from ssan.clip.bpe import export_tokenizer
     from ssan.data.vocab import Vocabulary
     from ssan.search.onnx_backend import OnnxEncoders
 
@@ -128,7 +129,7 @@ def load_encoders(
     meta = encoders.meta
     info = EncoderInfo(
         fingerprint=meta["fingerprint"],
-        vocab=Vocabulary(meta["vocab"]),
+        vocab=Vocabulary(meta["vocab"]) if "tokenizer" not in meta else export_tokenizer(onnx_dir, meta),
         height=int(meta["input"]["height"]),
         width=int(meta["input"]["width"]),
         max_length=int(meta["max_length"]),
@@ -152,7 +153,7 @@ def pad_id_lists(token_lists: Sequence[Sequence[int]], max_length: int) -> Tuple
 
 
 def image_transform(info: EncoderInfo):
-    """The evaluation transform (resize, tensor, normalise) at the model's input size."""
-    from ssan.data import build_transforms
+    """The evaluation transform (resize or, for CLIP, letterbox; tensor; normalise) at the model's input size."""
+    from ssan.models.families import gallery_transform
 
-    return build_transforms(info.height, info.width, train=False)
+    return gallery_transform(info.arch, info.height, info.width)

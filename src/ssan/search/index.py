@@ -196,6 +196,8 @@ class GalleryIndex:
 def read_meta(directory: Path) -> dict:
     """Read and check an index folder's ``meta.json``."""
     path = directory / META_FILE
+    if not directory.exists():
+        raise GalleryIndexError(f"index {directory} does not exist; build one with `ssan index --out {directory}`")
     if not path.is_file():
         raise GalleryIndexError(f"{directory} is not a gallery index (no {META_FILE}); build one with `ssan index`")
     try:

@@ -1,7 +1,7 @@
 """One feature per track from the features of its crops.
 
 Two ways were compared on the synthetic footage (``benchmarks/bench_video.py --stages
-retrieval``, figures in the README): the **mean of the normalised crop features**,
+retrieval``, figures in docs/footage.md): the **mean of the normalised crop features**,
 re-normalised term by term, so a track is one vector and its score is again a sum of
 cosines; and the **maximum over the crops** of the query's score, taken at query time (one
 index row per crop). With the demo model, on 5 scenes x 24 walkers x 3 captions, the own

@@ -1,7 +1,8 @@
 """``ssan demo --footage``: the demo model over a synthetic street video, from its MOT ground truth.
 
 Trains the demo model first when the output folder does not hold a finished demo (see
-:mod:`ssan.demo`), then writes under the output folder::
+:mod:`ssan.demo`) and no other checkpoint is given (``--checkpoint``, e.g. a CLIP one), then
+writes under the output folder::
 
     footage/             the synthetic street scene (``ssan synth-video``: video, gt/gt.txt, people.json)
     footage-index/       its track index (boxes from gt/gt.txt, followed by ByteTrack: no detector weights)
@@ -37,13 +38,17 @@ def _demo_checkpoint(out: Path, seed: int, overrides: Sequence[str], device: Opt
 
 
 def _index(out: Path, checkpoint: Path, scene: Path, device: str):
+    from ssan.checkpoint import checkpoint_fingerprint
     from ssan.search import GalleryIndex
     from ssan.video.ingest import IngestOptions
     from ssan.video.track_index import build_track_index
 
     folder = out / "footage-index"
     if (folder / "meta.json").is_file():
-        return GalleryIndex.load(folder)
+        index = GalleryIndex.load(folder)
+        if index.fingerprint == checkpoint_fingerprint(checkpoint):
+            return index
+        log.info("%s was built with another checkpoint: indexing the footage again", folder)
     return build_track_index(
         folder,
         checkpoint,
@@ -51,6 +56,7 @@ def _index(out: Path, checkpoint: Path, scene: Path, device: str):
         detections=scene / "gt" / "gt.txt",
         options=IngestOptions(),
         device=device,
+        overwrite=True,
     )
 
 
@@ -74,13 +80,18 @@ def run_footage_demo(
     seed: int = 0,
     overrides: Sequence[str] = (),
     device: Optional[str] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
 ) -> dict:
-    """Run the footage demo; returns ``{"metrics": ..., "paths": ...}`` (``metrics`` as ``footage.json``)."""
+    """Run the footage demo; returns ``{"metrics": ..., "paths": ...}`` (``metrics`` as ``footage.json``).
+
+    ``checkpoint``: search with this model (e.g. a CLIP checkpoint of ``ssan import-clip``) instead
+    of training the demo model.
+    """
     from ssan.search import Searcher
     from ssan.video.synth import generate_synthetic_video
 
     out = Path(output)
-    checkpoint = _demo_checkpoint(out, seed, overrides, device)
+    checkpoint = Path(checkpoint) if checkpoint is not None else _demo_checkpoint(out, seed, overrides, device)
     scene = out / "footage"
     if not (scene / "people.json").is_file():
         generate_synthetic_video(scene, seconds=FOOTAGE_SECONDS, people=FOOTAGE_PEOPLE, seed=seed)

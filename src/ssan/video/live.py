@@ -69,8 +69,8 @@ def is_network(url: str) -> bool:
 
 def _open(url: str, timeout_s: float):
     av = av_module()
-    options = {"rtsp_transport": "udp"} if url.lower().startswith("rtsp") else {}
-    return av.open(url, options=options, timeout=(timeout_s, timeout_s) if is_network(url) else None)
+    # RTSP: FFmpeg's default tries RTP over UDP first, then over the TCP connection
+    return av.open(url, timeout=(timeout_s, timeout_s) if is_network(url) else None)
 
 
 def stream_frames(container, fps: float, speed: float, paced: bool) -> Iterator[Frame]:

@@ -60,7 +60,7 @@ def _may_replace(out: Path, overwrite: bool) -> bool:
     if not (out / PEOPLE_FILE).is_file():
         raise DataError(f"output {out} is not empty and is not a synthetic video; refusing to replace it")
     if not overwrite:
-        raise DataError(f"output {out} already holds a synthetic video; use --force to replace it")
+        raise DataError(f"output {out} already holds a synthetic video; use --overwrite to replace it")
     return True
 
 
