@@ -28,6 +28,7 @@ from ssan.search.pgstore import PostgresStore
 
 class _Info:
     checkpoint, fingerprint, backend, height, width, max_length = "bench", "b" * 16, "torch", 384, 128, 64
+    arch: dict = {}
 
 
 def _clustered(rng, count: int, dim: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from ssan.search.store import open_store
 
 class _Info:
     checkpoint, fingerprint, backend, height, width, max_length = "ckpt", "f" * 16, "torch", 32, 16, 20
+    arch: dict = {}
 
 
 def _meta(dim: int, kind: str) -> dict:

@@ -214,9 +214,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise SsanError("serving needs FastAPI and uvicorn: pip install 'ssan[serve]'") from None
     from ssan.search import Searcher
-    from ssan.search.index import read_meta
+    from ssan.search.store_index import read_index_meta
 
-    meta = read_meta(Path(args.index))  # before anything is written: the audit log goes into the index folder
+    meta = read_index_meta(args.index)  # before anything is written: the audit log goes into the index folder
     tokens, generated = _tokens(args)
     plan = retention_plan(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ssan.search.errors import GalleryIndexError
 from ssan.search.filters import TrackFilter
-from ssan.search.index import GalleryIndex
+from ssan.search.index import GalleryIndex, read_meta
 from ssan.search.store import is_url, open_store
 
 
@@ -85,6 +85,13 @@ def load_index(location):
     if is_url(location):
         return StoreIndex(open_store(location))
     return GalleryIndex.load(Path(location))
+
+
+def read_index_meta(location) -> dict:
+    """The metadata of the index at ``location`` (a folder's ``meta.json``, or a store's, without entries)."""
+    if is_url(location):
+        return open_store(location).meta()
+    return read_meta(Path(location))
 
 
 def stamp(location) -> tuple:
