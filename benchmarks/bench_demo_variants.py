@@ -8,6 +8,7 @@ then the last epoch's test R1 / mAP and the time of training + evaluation.
     python benchmarks/bench_demo_variants.py --prepared /tmp/demo/prepared \\
         --variant "preset:" --variant "lr1e-3:optim.lr=1e-3,optim.backbone_lr=1e-3" \\
         --variant "global-only:model.parts=false"
+    python benchmarks/bench_demo_variants.py --prepared /tmp/demo/prepared --preset synth-clip  # SSAN-CLIP, tiny
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import time
 from pathlib import Path
 
 
-def run(prepared: Path, name: str, overrides: list, folder: Path) -> None:
+def run(prepared: Path, name: str, overrides: list, folder: Path, preset: str = "synth") -> None:
     from ssan.config import load_config
     from ssan.engine import Trainer
 
     started = time.perf_counter()
-    results = Trainer.from_config(load_config("synth", overrides), prepared, folder / name).fit()
+    results = Trainer.from_config(load_config(preset, overrides), prepared, folder / name).fit()
     seconds = time.perf_counter() - started
     for line in (folder / name / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -36,7 +37,7 @@ def run(prepared: Path, name: str, overrides: list, folder: Path) -> None:
     last = results["test_last"]["t2i"]["sum"]
     print(
         f"{name}: test R1 {last['R1']:.2f} mAP {last['mAP']:.2f}, train + evaluate {seconds:.1f} s "
-        f"({' '.join(overrides) or 'the preset'})",
+        f"({preset} {' '.join(overrides) or 'as it is'})",
         flush=True,
     )
 
@@ -45,11 +46,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", required=True, help="the demo's prepared folder (OUTPUT/prepared)")
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value (repeatable)")
+    parser.add_argument("--preset", default="synth", help="the preset the variants change (synth, synth-clip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.variant or ["preset:"]:
             name, _, sets = spec.partition(":")
-            run(Path(args.prepared), name, [s for s in sets.split(",") if s], Path(tmp))
+            run(Path(args.prepared), name, [s for s in sets.split(",") if s], Path(tmp), args.preset)
 
 
 if __name__ == "__main__":

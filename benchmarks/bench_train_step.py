@@ -18,6 +18,7 @@ capped epoch: the first 5 steps count syncs, the others are timed (median step t
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def main() -> None:
         config = load_config(args.preset, overrides)
         trainer = Trainer.from_config(config, data, Path(tmp) / "run", device="cpu")
         original = trainer.train_step
-        timings, counter, syncs_per_step = [], {}, []
+        timings, cpu_times, counter, syncs_per_step = [], [], {}, []
 
         counted = 5  # the first steps count syncs (the dispatcher hook slows them); the others are timed
 
@@ -70,9 +71,10 @@ def main() -> None:
                     out = original(batch, *a, **k)
                 syncs_per_step.append(syncs)
                 return out
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             out = original(batch, *a, **k)
             timings.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu)
             return out
 
         trainer.train_step = step
@@ -84,6 +86,10 @@ def main() -> None:
         warm = sorted(timings)
         if warm:
             print(f"step time: median {warm[len(warm) // 2] * 1000:.1f} ms, min {warm[0] * 1000:.1f} ms")
+            cpu = sorted(cpu_times)
+            print(f"CPU time per step (this process, all threads): median {cpu[len(cpu) // 2]:.2f} s")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+        print(f"peak resident memory of the process: {peak:.2f} GiB")
         for sync in (s for syncs in syncs_per_step for s in syncs):
             counter[sync] = counter.get(sync, 0) + 1
         per_step = {name: count / len(syncs_per_step) for name, count in sorted(counter.items())}

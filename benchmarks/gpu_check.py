@@ -15,6 +15,8 @@ recorded, with the stderr of a failed command, and the others go on):
              the largest weight difference; evaluation only after the last epoch
   metrics    rank_metrics on a 19,848 x 19,848 similarity (ICFG-PEDES test size) on the GPU against
              the CPU, and the four-term evaluation of random features of that size on the GPU
+  clip       SSAN on a CLIP ViT-B/16 (cuhk-pedes-clip, random trunks) at 384x128, batch 64, fp32 and
+             bf16: the train stage's figures (benchmarks/gpu_check_clip.py)
 
     python benchmarks/gpu_check.py --out gpu_report.json           # on one H100: sized for 6 minutes
     python benchmarks/gpu_check.py --dry-run --out report.json     # every stage on the CPU, tiny sizes
@@ -38,6 +40,7 @@ from typing import Optional
 
 import torch
 
+from gpu_check_clip import stage_clip
 from gpu_check_runs import CommandFailed, stage_resume, stage_torchrun  # noqa: F401 (CommandFailed: for callers)
 
 HERE = Path(__file__).resolve().parent
@@ -145,7 +148,8 @@ def count_step_syncs(trainer, batches, steps: int, device: torch.device) -> dict
     from ssan.engine.profiling import count_syncs
 
     cuda, warned, counted, lstm = device.type == "cuda", [], [], []
-    hook = trainer.model.text_encoder.lstm.register_forward_hook(lambda m, i, out: lstm.append(str(out[0].dtype)))
+    module = getattr(trainer.model.text_encoder, "lstm", None)  # None: a CLIP text trunk (the clip stage)
+    hook = module.register_forward_hook(lambda m, i, out: lstm.append(str(out[0].dtype))) if module else None
     for index in range(steps):
         batch = next(batches)
         with warnings.catch_warnings(record=True) as caught, count_syncs(host=_lengths(batch)) as syncs:
@@ -159,7 +163,8 @@ def count_step_syncs(trainer, batches, steps: int, device: torch.device) -> dict
                     torch.cuda.set_sync_debug_mode("default")
         warned.append(sum("synchroniz" in str(w.message) for w in caught))
         counted.append(syncs)
-    hook.remove()
+    if hook is not None:
+        hook.remove()
     return {
         "cuda_syncs_per_step": warned if cuda else None,
         "dispatcher_syncs_per_step": [len(s) for s in counted],
@@ -242,7 +247,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="every stage on the CPU at tiny sizes")
     parser.add_argument("--out", default="gpu_report.json")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per precision")
-    parser.add_argument("--stages", default="train,torchrun,resume,metrics")
+    parser.add_argument("--stages", default="train,torchrun,resume,metrics,clip")
     args = parser.parse_args(argv)
     spec = sizes(args.dry_run)
     if args.steps:
@@ -270,6 +275,7 @@ def main(argv: Optional[list] = None) -> int:
             "torchrun": lambda: stage_torchrun(data, spec, folder),
             "resume": lambda: stage_resume(data, spec, folder),
             "metrics": lambda: stage_metrics(spec),
+            "clip": lambda: stage_clip(data, spec, folder, time_steps, count_step_syncs),
         }
         for name in stages:
             run_stage(report, name, work[name], out)

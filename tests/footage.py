@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Optional
 
 FPS = 10
 SIZE = (144, 256)  # height, width
@@ -26,10 +27,26 @@ def write_frames(video: Path, folder: Path) -> int:
     return count
 
 
-def build_footage_index(base: Path, prepared_dir: Path) -> dict:
+def remux_with_creation_time(source: Path, out: Path, when: str) -> Path:
+    """A copy of ``source`` whose container states ``creation_time`` (PyAV, no re-encoding)."""
+    import av
+
+    with av.open(str(source)) as given, av.open(str(out), "w") as copy:
+        copy.metadata["creation_time"] = when
+        stream = copy.add_stream_from_template(given.streams.video[0])
+        for packet in given.demux(given.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                copy.mux(packet)
+    return out
+
+
+def build_footage_index(base: Path, prepared_dir: Path, creation_time: Optional[str] = None) -> dict:
     """A 6 s, 256x144 synthetic street scene with 5 walkers (seed 0: one enters at 1.9 s), indexed
     twice over: as the video ``street.mp4`` (camera ``street``) and as a folder of its frames
-    (camera ``lobby``), with the ground-truth boxes and ids and a random tiny model.
+    (camera ``lobby``), with the ground-truth boxes and ids and a random tiny model. With
+    ``creation_time`` the video's container states it (its tracks get wall-clock times; the
+    folder of frames keeps offsets only).
 
     Returns ``{"index", "video", "frames", "checkpoint", "people"}`` (paths; ``people`` is people.json).
     """
@@ -41,7 +58,10 @@ def build_footage_index(base: Path, prepared_dir: Path) -> dict:
     footage, detections = base / "footage", base / "detections"
     footage.mkdir()
     detections.mkdir()
-    video = shutil.copy(scene / "video.mp4", footage / "street.mp4")
+    if creation_time is None:
+        video = shutil.copy(scene / "video.mp4", footage / "street.mp4")
+    else:
+        video = remux_with_creation_time(scene / "video.mp4", footage / "street.mp4", creation_time)
     write_frames(scene / "video.mp4", footage / "lobby")
     for name in ("street", "lobby"):
         shutil.copy(scene / "gt" / "gt.txt", detections / f"{name}.txt")

@@ -20,6 +20,7 @@ from helpers import save_random_checkpoint
 from servers import cli_server
 
 CHROMIUM = Path("/usr/bin/chromium")
+STREET_START = "2026-12-01T08:00:00.000000Z"  # the street video's creation_time (the folder of frames has none)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -60,13 +61,14 @@ def server(synth_root, prepared_synth, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def track_server(prepared_synth, tmp_path_factory):
-    """``ssan serve`` over a track index: 5 walkers of a 6 s street video, and again as a folder of frames."""
+    """``ssan serve`` over a track index: 5 walkers of a 6 s street video (wall-clock start known: its
+    creation_time), and again as a folder of frames (offsets only)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("av")
     from ssan.search import GalleryIndex
 
     base = tmp_path_factory.mktemp("browser-tracks")
-    built = build_footage_index(base, prepared_synth)
+    built = build_footage_index(base, prepared_synth, STREET_START)
     with cli_server("--index", built["index"], "--audit-log", base / "audit.jsonl") as (_, line):
         address = re.search(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+", line)
         assert address, line
@@ -177,6 +179,19 @@ def _clock(seconds: float) -> str:
     return f"{tenths // 36000}:{tenths // 600 % 60:02d}:{tenths % 600 // 10:02d}.{tenths % 10}"
 
 
+def _local_time(page, entry: dict) -> str:
+    """The wall-clock span the page should show for a track: its UTC times in the browser's zone (Paris)."""
+    assert entry["utc_start"].startswith("2026-12-01T08:00:0")
+    shown = page.evaluate(
+        "([start, end]) => { const time = {hour: 'numeric', minute: '2-digit', second: '2-digit'};"
+        "return new Date(start).toLocaleString(undefined, {year: 'numeric', month: 'short', day: 'numeric', "
+        "...time, timeZoneName: 'short'}) + ' – ' + new Date(end).toLocaleTimeString(undefined, time); }",
+        [entry["utc_start"], entry["utc_end"]],
+    )
+    assert shown.startswith("Dec 1, 2026, 9:00:0") and "GMT+1" in shown, shown  # 08:00 UTC is 09:00 in Paris
+    return shown
+
+
 def _show_tracks(page, address: str, count: int) -> None:
     page.goto(address)
     _wait_until(page, f"document.getElementById('gallery-info').textContent.includes('{count} tracks')")
@@ -192,7 +207,7 @@ def _show_tracks(page, address: str, count: int) -> None:
 
 def test_track_results_show_camera_time_and_frame_and_play_the_clip_from_the_start(track_server, browser):
     entries = track_server["entries"]
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, timezone_id="Europe/Paris", locale="en-US")
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     _show_tracks(page, track_server["address"], len(entries))
@@ -200,7 +215,9 @@ def test_track_results_show_camera_time_and_frame_and_play_the_clip_from_the_sta
         entry = entries[int(figure.get_attribute("data-image-id"))]
         text = figure.inner_text()
         assert entry["camera"] in text and f"track {entry['track']}" in text
-        assert f"{_clock(entry['start'])}–{_clock(entry['end'])}" in text
+        assert f"{_clock(entry['start'])}–{_clock(entry['end'])}" in text  # the offsets in the file, as ever
+        wall = _local_time(page, entry) if entry["camera"] == "street" else "offsets in the file (no wall-clock"
+        assert wall in text, (wall, text)
     frame_widths = page.eval_on_selector_all("#results img.frame", "imgs => imgs.map(img => img.naturalWidth)")
     assert frame_widths == [256] * len(entries)  # the full frames, not the crops
 

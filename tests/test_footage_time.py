@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from footage import remux_with_creation_time
 from helpers import run_cli, save_random_checkpoint
 from ssan.errors import SsanError
 from ssan.search import Searcher
@@ -43,20 +44,6 @@ def index(street, out: Path, videos: list, **kwargs):
     )
 
 
-def remux_with_creation_time(source: Path, out: Path, when: str) -> Path:
-    """A copy of ``source`` whose container states ``creation_time`` (PyAV, no re-encoding)."""
-    import av
-
-    with av.open(str(source)) as given, av.open(str(out), "w") as copy:
-        copy.metadata["creation_time"] = when
-        stream = copy.add_stream_from_template(given.streams.video[0])
-        for packet in given.demux(given.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                copy.mux(packet)
-    return out
-
-
 def test_start_time_gives_every_track_utc_start_and_end(street, tmp_path):
     built = index(street, tmp_path / "idx", [street["video"]], start_time="2026-12-01T09:00:00+01:00")
     assert built.meta["sources"][0]["start_time"] == "2026-12-01T08:00:00.000Z"
@@ -65,8 +52,14 @@ def test_start_time_gives_every_track_utc_start_and_end(street, tmp_path):
         assert parse_time(entry["utc_start"]) == parse_time("2026-12-01T08:00:00Z") + _seconds(entry["start"])
         assert parse_time(entry["utc_end"]) == parse_time("2026-12-01T08:00:00Z") + _seconds(entry["end"])
     answer = Searcher(tmp_path / "idx").search("a man", k=2)
-    assert all(r["time_base"] == "utc" and r["utc_start"].endswith("Z") for r in answer["results"])
-    assert all(isinstance(r["start"], float) for r in answer["results"])  # the offset in the file stays
+    for r in answer["results"]:  # results: ISO 8601 UTC start and end, and the offsets in the file
+        entry = built.entries[r["image_id"]]
+        assert r["time_base"] == "utc" and (r["start"], r["end"]) == (entry["utc_start"], entry["utc_end"])
+        assert r["start"].endswith("Z") and (r["offset_start"], r["offset_end"]) == (entry["start"], entry["end"])
+        assert "utc_start" not in r
+    code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man", "-k", "2", "--json")
+    assert code == 0, err
+    assert [r["start"] for r in json.loads(out)["results"]] == [r["start"] for r in answer["results"]]
 
 
 def _seconds(value: float):
@@ -95,7 +88,11 @@ def test_a_source_without_a_start_has_offsets_and_says_so(street, tmp_path):
     assert all("utc_start" not in e for e in built.entries)
     code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man", "--json")
     assert code == 0, err
-    assert {r["time_base"] for r in json.loads(out)["results"]} == {"offset"}
+    results = json.loads(out)["results"]
+    assert {r["time_base"] for r in results} == {"offset"}
+    for r in results:  # the offsets in the file, as floats, under both names
+        entry = built.entries[r["image_id"]]
+        assert r["start"] == r["offset_start"] == entry["start"] and r["end"] == r["offset_end"] == entry["end"]
     code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man")
     assert code == 0 and "times: seconds from the start of each file (no wall-clock start known" in out
 

@@ -267,6 +267,6 @@ def test_a_registered_term_is_one_class_plus_one_line_of_config():
         LOSS_TERMS.unregister("plain-triplet")
     with pytest.raises(ConfigError, match="unknown loss term 'plain-triplet'; valid: ") as info:
         criterion_for(terms={"plain-triplet": 1.0})
-    assert sorted(str(info.value).split("valid: ")[1].split(", ")) == ["cr", "id", "nce"]
+    assert sorted(str(info.value).split("valid: ")[1].split(", ")) == ["cr", "id", "nce", "sdm"]
     with pytest.raises(ConfigError, match="not in loss.terms"):
         criterion_for(options={"nce": {"temperature": 0.1}})

@@ -328,11 +328,17 @@ def test_every_registered_backbone_outputs_the_channels_it_reports(name):
     entry = BACKBONES.get(name)
     channels = entry.channels(ModelConfig(hidden_dim=40))
     config = ModelConfig(backbone=name, hidden_dim=channels, cnn_width=8)
+    embed = 16
+    if entry.pooled:  # a CLIP trunk: its text partner and its own width (the tiny architecture's 64)
+        channels = embed = 64
+        tiny = {"text_encoder": "clip", "clip_model": "ssan-clip-tiny", "hidden_dim": 64, "embed_dim": 64}
+        config = ModelConfig(backbone=name, **tiny)
     fmap = build_backbone(config).eval()(torch.randn(2, 3, 64, 32))
+    fmap = fmap["map"] if entry.pooled else fmap
     assert fmap.dim() == 4 and fmap.shape[:2] == (2, channels)
-    model = SSAN(20, config, embed_dim=16, word_dim=8)
+    model = SSAN(20, config, embed_dim=embed, word_dim=8)
     with torch.no_grad():
-        assert model.encode_image(torch.randn(2, 3, 64, 32))["parts"].shape == (2, 6, 16)
+        assert model.encode_image(torch.randn(2, 3, 64, 32))["parts"].shape == (2, 6, embed)
     if entry.out_channels is not None:
         with pytest.raises(ArchitectureError, match=f"hidden_dim={channels}"):
             SSAN(20, config, hidden_dim=channels + 8)

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import httpx  # noqa: E402
 
 from footage import build_footage_index  # noqa: E402
 from servers import fake_searcher, running  # noqa: E402
+from ssan._time import parse_time  # noqa: E402
 from ssan.search import GalleryIndex, Searcher  # noqa: E402
 from ssan.search.app import create_app  # noqa: E402
 from ssan.search.audit import AuditLog  # noqa: E402
@@ -27,11 +29,12 @@ from ssan.search.tokens import TokenStore, generate_token  # noqa: E402
 
 TOKEN = generate_token()
 QUERY = {"query": "a man in a red jacket and blue jeans", "k": 10}
+STREET_START = "2026-12-01T08:00:00.000000Z"  # the street video's creation_time; the folder of frames has none
 
 
 @pytest.fixture(scope="module")
 def footage(prepared_synth, tmp_path_factory):
-    built = build_footage_index(tmp_path_factory.mktemp("served-footage"), prepared_synth)
+    built = build_footage_index(tmp_path_factory.mktemp("served-footage"), prepared_synth, STREET_START)
     built["searcher"] = Searcher(built["index"])
     built["entries"] = GalleryIndex.load(built["index"]).entries
     return built
@@ -60,8 +63,17 @@ def test_track_search_answers_track_fields_and_no_server_paths(footage):
     assert {r["camera"] for r in results} == {"street", "lobby"}
     for r in results:
         entry = footage["entries"][r["image_id"]]
-        for name in ("track", "camera", "start", "end", "frames", "times", "boxes"):
+        for name in ("track", "camera", "frames", "times", "boxes"):
             assert r[name] == entry[name], name
+        assert (r["offset_start"], r["offset_end"]) == (entry["start"], entry["end"])  # seconds in its file
+        if r["camera"] == "street":  # wall-clock start known: ISO 8601 UTC times
+            assert r["time_base"] == "utc" and r["start"].endswith("Z") and r["end"].endswith("Z")
+            begin = parse_time(STREET_START)
+            assert parse_time(r["start"]) == begin + timedelta(seconds=entry["start"])
+            assert parse_time(r["end"]) == begin + timedelta(seconds=entry["end"])
+        else:  # offsets only, and says so
+            assert r["time_base"] == "offset" and (r["start"], r["end"]) == (entry["start"], entry["end"])
+        assert "utc_start" not in r and "utc_end" not in r
         assert r["source"] == ("street.mp4" if r["camera"] == "street" else "lobby")
         assert r["url"] == f"/api/images/{r['image_id']}" and r["frame_url"] == f"/api/frames/{r['image_id']}"
         clip = f"/api/clips/{r['image_id']}" if r["camera"] == "street" else None

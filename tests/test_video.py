@@ -296,7 +296,8 @@ def test_search_prints_track_lines_json_fields_and_a_sheet(scene, checkpoint, tm
     assert all(r[3].count(":") == 4 and "-" in r[3] for r in rows)
     code, out, err = run_cli("search", "--index", tmp_path / "idx", "a man in a red jacket", "-k", "2", "--json")
     result = json.loads(out)["results"][0]
-    assert {"track", "camera", "start", "end", "frames", "boxes", "score"} <= set(result)
+    assert {"track", "camera", "start", "end", "offset_start", "offset_end", "frames", "boxes", "score"} <= set(result)
+    assert result["time_base"] == "offset" and result["start"] == result["offset_start"]  # no wall-clock start
     sheet = tmp_path / "sheet.png"
     code, out, err = run_cli(
         "search", "--index", tmp_path / "idx", "a man in a red jacket", "-k", "2", "--sheet", sheet

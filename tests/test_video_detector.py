@@ -1,4 +1,7 @@
-"""Person detectors: the registry, weights from the cache or a file (never downloaded), the detector path.
+"""Person detectors: the registry, weights from a file, the cache or fetched by torchvision, the detector path.
+
+No test reaches the network: torchvision's fetch (``load_state_dict_from_url``, which its weights API
+calls) is replaced by one that fails as an offline machine does, or serves a local file.
 
 The torchvision detector is built with random weights (``weights=None, weights_backbone=None``)
 only to run the code path: no quality is claimed. Its classification biases are set so that
@@ -9,6 +12,7 @@ a random network's best classes are others and the path would stop at "no person
 from __future__ import annotations
 
 import json
+import urllib.error
 
 import numpy as np
 import pytest
@@ -67,11 +71,24 @@ def test_registry_lists_the_torchvision_person_detectors():
         build_detector("yolo")
 
 
-def test_missing_weights_is_a_clear_offline_error(empty_hub, scene, checkpoint, tmp_path):
+def torchvision_fetch(monkeypatch, fetch):
+    """Replace what torchvision's ``Weights.get_state_dict`` calls to fetch weights (torch.hub's loader)."""
+    import torchvision.models._api
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fetch)
+
+
+def offline(url, **kwargs):
+    raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+
+def test_missing_weights_offline_is_a_clear_one_line_error(empty_hub, scene, checkpoint, tmp_path, monkeypatch):
+    torchvision_fetch(monkeypatch, offline)
     with pytest.raises(DetectorWeightsError) as info:
         build_detector(SSD)
     message = str(info.value)
-    assert "does not download" in message and SSD_FILE in message and str(empty_hub / SSD_FILE) in message
+    assert "could not be fetched (URLError: [Errno -2] Name or service not known)" in message and "\n" not in message
+    assert SSD_FILE in message and str(empty_hub / SSD_FILE) in message
     assert "https://download.pytorch.org/models/" + SSD_FILE in message and "--detector-weights" in message
     code, out, err = run_cli(
         "index",
@@ -88,6 +105,51 @@ def test_missing_weights_is_a_clear_offline_error(empty_hub, scene, checkpoint, 
     assert code == 2 and "no weights for detector" in err and "Traceback" not in err
     with pytest.raises(DetectorWeightsError, match="not found"):
         build_detector(SSD, tmp_path / "nowhere.pth")
+
+
+def test_weights_are_fetched_by_torchvision_with_its_hash_check_then_read_from_the_cache(
+    empty_hub, random_ssd_weights, monkeypatch
+):
+    calls = []
+
+    def fetch(url, **kwargs):  # what torch.hub does once the download passed the hash check
+        calls.append((url, kwargs))
+        empty_hub.mkdir(parents=True, exist_ok=True)
+        (empty_hub / SSD_FILE).write_bytes(random_ssd_weights.read_bytes())
+        return torch.load(empty_hub / SSD_FILE, weights_only=True)
+
+    torchvision_fetch(monkeypatch, fetch)
+    reference = torch.load(random_ssd_weights, weights_only=True)
+    detector = build_detector(SSD)
+    assert calls == [("https://download.pytorch.org/models/" + SSD_FILE, {"progress": True, "check_hash": True})]
+    assert all(torch.equal(v, reference[k]) for k, v in detector.model.state_dict().items())
+
+    def never(url, **kwargs):
+        pytest.fail(f"fetched {url} although it is in the cache")
+
+    torchvision_fetch(monkeypatch, never)
+    detector = build_detector(SSD)  # from the cache, no fetch
+    assert all(torch.equal(v, reference[k]) for k, v in detector.model.state_dict().items())
+
+
+def test_a_download_failing_the_hash_check_is_a_one_line_error_and_nothing_is_kept(
+    empty_hub, random_ssd_weights, tmp_path, monkeypatch
+):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / SSD_FILE).write_bytes(random_ssd_weights.read_bytes())  # its SHA-256 does not start a79551df
+    real = torch.hub.load_state_dict_from_url
+
+    def local(url, **kwargs):  # torch.hub's own download and hash check, from a file:// address
+        assert kwargs["check_hash"] is True
+        return real((served / SSD_FILE).as_uri(), **kwargs)
+
+    torchvision_fetch(monkeypatch, local)
+    with pytest.raises(DetectorWeightsError) as info:
+        build_detector(SSD)
+    message = str(info.value)
+    assert "were refused (RuntimeError: invalid hash value" in message and "\n" not in message
+    assert str(empty_hub / SSD_FILE) in message and list(empty_hub.iterdir()) == []
 
 
 def test_weights_are_read_from_the_cache_and_checked(empty_hub, random_ssd_weights, tmp_path):

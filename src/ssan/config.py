@@ -36,14 +36,20 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes (kept alive across epochs)
     flip: bool = True  # random horizontal flip during training
     cache_images: bool = False  # keep decoded training images in memory (small sets; per worker process)
+    pad_crop: int = 0  # pad this many black pixels, random-crop back to height x width (IRRA: 10; 0 = off)
+    erase_prob: float = 0.0  # random erasing probability (IRRA: 0.5; 0 = off)
+    erase_scale: tuple = (0.02, 0.4)  # random erasing: the erased area's range, as a fraction of the image
+    erase_fill: tuple = (0.5, 0.5, 0.5)  # random erasing: RGB fill in 0..1 (the *-clip presets: CLIP's mean)
 
 
 @dataclass
 class ModelConfig:
     """The SSAN architecture (``ssan.models.SSAN`` takes it whole); the defaults are the paper's."""
 
-    backbone: str = "resnet50"  # a registered backbone: resnet50 | resnet18 | small (a from-scratch CNN for CPUs)
-    pretrained: Union[bool, str] = False  # true: torchvision ImageNet weights; a path: local weights file
+    backbone: str = "resnet50"  # a registered backbone: resnet50 | resnet18 | small (a CPU CNN) | clip-vit
+    pretrained: Union[bool, str] = False  # true: torchvision ImageNet weights; a path: local weights file (CLIP's)
+    text_encoder: str = "lstm"  # a registered text encoder: lstm (the paper's Bi-LSTM) | clip (CLIP's transformer)
+    clip_model: str = "ViT-B-16"  # clip-vit / clip: the open_clip architecture of both trunks
     num_parts: int = 6  # K, horizontal stripes / text parts
     embed_dim: int = 1024  # D, width of global and part features
     word_dim: int = 512  # width of the word embedding tables
@@ -78,14 +84,22 @@ class OptimConfig:
     lr: float = 1e-3  # new layers
     backbone_lr: float = 1e-4  # image backbone (pretrained part)
     betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8  # Adam's epsilon (IRRA's CLIP recipe: 1e-3)
     weight_decay: float = 0.0
-    milestones: tuple = (20, 40)  # MultiStepLR epochs
+    trunk_modules: tuple = ("backbone",)  # model modules trained at backbone_lr (the CLIP presets: both trunks)
+    bias_lr_factor: float = 1.0  # biases train at this x their group's rate (IRRA: 2)
+    bias_weight_decay: Optional[float] = None  # weight decay of biases (None: weight_decay; IRRA: 0)
+    schedule: str = "multistep"  # multistep (milestones, gamma) | cosine (to 0 at the last epoch, after warm-up)
+    milestones: tuple = (20, 40)  # multistep: MultiStepLR epochs
     gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up epochs before the schedule (IRRA: 5)
+    warmup_factor: float = 0.1  # the warm-up's starting fraction of each rate
 
 
 SELECT_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 SELECT_TERMS = ("sum", "global", "parts", "relation")
 AMP_DTYPES = ("auto", "bf16", "fp16")
+SCHEDULES = ("multistep", "cosine")
 GRAD_COMPRESSIONS = ("none", "bf16", "fp16")
 
 
@@ -147,8 +161,45 @@ class Config:
                 raise ConfigError(f"loss.terms must map term names to numbers, got {name!r}: {weight!r}")
         if not all(isinstance(v, dict) for v in self.loss.options.values()):
             raise ConfigError("loss.options must map term names to mappings of options")
+        _validate_recipe(self)
         check_numbers(self)  # every numeric setting within its range (ssan._config_checks)
         return self
+
+
+def _validate_recipe(config: Config) -> None:
+    """The augmentation and optimiser settings of the CLIP-era recipe."""
+    data, optim = config.data, config.optim
+    _one_of("optim.schedule", optim.schedule, SCHEDULES)
+    checks = [
+        (data.pad_crop >= 0, f"data.pad_crop must be 0 or more pixels, got {data.pad_crop}"),
+        (0.0 <= data.erase_prob <= 1.0, f"data.erase_prob must lie in 0..1, got {data.erase_prob}"),
+        (
+            len(data.erase_scale) == 2 and 0 < data.erase_scale[0] <= data.erase_scale[1] < 1,
+            f"data.erase_scale must be [low, high] with 0 < low <= high < 1, got {list(data.erase_scale)}",
+        ),
+        (
+            len(data.erase_fill) == 3 and all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in data.erase_fill),
+            f"data.erase_fill must be an RGB colour of three numbers in 0..1, got {list(data.erase_fill)}",
+        ),
+        (optim.eps > 0, f"optim.eps must be positive, got {optim.eps}"),
+        (optim.bias_lr_factor > 0, f"optim.bias_lr_factor must be positive, got {optim.bias_lr_factor}"),
+        (
+            optim.bias_weight_decay is None or optim.bias_weight_decay >= 0,
+            f"optim.bias_weight_decay must be 0 or more (or null), got {optim.bias_weight_decay}",
+        ),
+        (
+            optim.warmup_epochs >= 0,  # more than optim.epochs: the run ends inside the warm-up
+            f"optim.warmup_epochs must be 0 or more, got {optim.warmup_epochs}",
+        ),
+        (0 < optim.warmup_factor <= 1, f"optim.warmup_factor must lie in (0, 1], got {optim.warmup_factor}"),
+        (
+            all(isinstance(m, str) and m for m in optim.trunk_modules),
+            f"optim.trunk_modules must name model modules, got {list(optim.trunk_modules)}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _migrate(data: dict) -> dict:
@@ -192,6 +243,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         return tuple(value)
+    if origin is Union and type(None) in typing.get_args(hint):  # Optional[float]
+        return None if value is None else _coerce(value, typing.get_args(hint)[0], where)
     if origin is Union:
         for option in typing.get_args(hint):
             if option is bool and isinstance(value, bool):

@@ -138,6 +138,17 @@ class ExportImageEncoder(nn.Module):
         return global_feat, parts, model.relation(parts)
 
 
+def export_modules(model) -> Tuple[nn.Module, nn.Module]:
+    """(image, text) modules to export: SSAN's own graphs for CLIP trunks, the packing-equal ones otherwise."""
+    if getattr(model, "pooled", False):
+        from ssan.export_clip import ExportFeatures, traceable_copy
+
+        copy = traceable_copy(model)
+        image_names, text_names = _output_names(model.parts, False), _output_names(model.parts, True)
+        return ExportFeatures(copy, "image", image_names).eval(), ExportFeatures(copy, "text", text_names).eval()
+    return ExportImageEncoder(model).eval(), ExportTextEncoder(model).eval()
+
+
 def _onnx_export(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
@@ -175,22 +186,15 @@ def _export_graphs(model, out_dir: Path, height: int, width: int, max_length: in
     image_out = _output_names(model.parts, text=False)
     text_out = _output_names(model.parts, text=True)
     images = torch.randn(2, 3, height, width)
+    image_module, text_module = export_modules(model)
     axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in image_out}}
-    _onnx_export(ExportImageEncoder(model).eval(), (images,), out_dir / IMAGE_FILE, ["images"], image_out, axes, opset)
+    _onnx_export(image_module, (images,), out_dir / IMAGE_FILE, ["images"], image_out, axes, opset)
     length = min(max_length, 6)
     tokens, lengths = _sample_text(model.arch["vocab_size"], [length, max(1, length - 2)], seed=0)
     axes = {"tokens": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, **{name: {0: "batch"} for name in text_out}}
     if "attention" in axes:
         axes["attention"] = {0: "batch", 1: "length"}
-    _onnx_export(
-        ExportTextEncoder(model).eval(),
-        (tokens, lengths),
-        out_dir / TEXT_FILE,
-        ["tokens", "lengths"],
-        text_out,
-        axes,
-        opset,
-    )
+    _onnx_export(text_module, (tokens, lengths), out_dir / TEXT_FILE, ["tokens", "lengths"], text_out, axes, opset)
 
 
 def verify_parity(model, encoders, height: int, width: int, max_length: int, seed: int = 1) -> Tuple[dict, dict]:
@@ -268,7 +272,7 @@ def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, op
         "fingerprint": checkpoint_fingerprint(state),
         "checkpoint": str(checkpoint),
         "arch": dict(model.arch),
-        "vocab": vocab.to_list(),
+        "vocab": list(state["vocab"]),  # the tokenizer follows from arch (model_tokenizer)
         "input": {"height": height, "width": width, "mean": [0.5] * 3, "std": [0.5] * 3},
         "max_length": max_length,
         "opset": opset,

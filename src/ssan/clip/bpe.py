@@ -132,6 +132,10 @@ class ClipTokenizer:
         """(piece ids of ``text`` without start/end tokens, [])."""
         return self.encode_tokens(self.words_of(text))
 
+    def truncate(self, ids: Iterable[int], max_length: int) -> List[int]:
+        """``ids`` cut to ``max_length`` pieces (the start and end tokens come later: nothing to keep)."""
+        return list(ids)[:max_length]
+
     def decode(self, ids: Iterable[int]) -> List[str]:
         """The readable piece of each id (end-of-word marks dropped)."""
         out = []

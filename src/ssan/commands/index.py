@@ -72,7 +72,8 @@ def _add_video_arguments(group) -> None:
     )
     group.add_argument("--detector", choices=DETECTORS.names(), help="find the people with this detector instead")
     group.add_argument(
-        "--detector-weights", help="local weights file of the detector (default: torchvision's cache; never downloaded)"
+        "--detector-weights",
+        help="local weights file of the detector (default: torchvision's cache, fetched there on first use)",
     )
     group.add_argument(
         "--min-score",

@@ -68,14 +68,14 @@ def track_lines(results: list) -> list:
     from pathlib import Path
 
     width = max([6] + [len(r["camera"]) for r in results])
-    wall = any(r.get("utc_start") for r in results)
+    wall = any(r["time_base"] == "utc" for r in results)
     span_width = 46 if wall else 21
     note = [] if wall else ["times: seconds from the start of each file (no wall-clock start known for these tracks)"]
     lines = note + [f"{'rank':>4}  {'score':>7}  {'camera':<{width}}  {'time':<{span_width}}  {'track':>6}  source"]
     for r in results:
-        span = f"{clock(r['start'])}-{clock(r['end'])}"
+        span = f"{clock(r['offset_start'])}-{clock(r['offset_end'])}"
         if wall:
-            span = f"{r['utc_start']}-{r['utc_end'][11:]}" if r.get("utc_start") else f"{span} (offsets)"
+            span = f"{r['start']}-{r['end'][11:]}" if r["time_base"] == "utc" else f"{span} (offsets)"
         lines.append(
             f"{r['rank']:>4}  {r['score']:7.4f}  {r['camera']:<{width}}  {span:<{span_width}}  {r['track']:>6}  "
             f"{Path(r['video']).name}"
@@ -96,7 +96,7 @@ def _track_sheet(answer: dict, out: str) -> None:
             log.warning("sheet: no frame for track %s (%s)", r["track"], exc)
             frame, box = None, None
         title = (
-            f"{r['rank']}. {r['camera']}  {clock(r['start'])}-{clock(r['end'])}  track {r['track']}  "
+            f"{r['rank']}. {r['camera']}  {clock(r['offset_start'])}-{clock(r['offset_end'])}  track {r['track']}  "
             f"score {r['score']:.3f}  (frame {r['frames'][0]})"
         )
         hits.append({"crop": r["path"], "frame": frame, "box": box, "title": title})

@@ -10,7 +10,9 @@ HELP = "train SSAN on a prepared dataset (use torchrun for several GPUs or nodes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", default="synth", help="preset name (synth, cuhk-pedes, icfg-pedes, rstpreid) or YAML path"
+        "--config",
+        default="synth",
+        help="preset name (synth, cuhk-pedes, icfg-pedes, rstpreid, their -clip forms, synth-clip) or YAML path",
     )
     parser.add_argument("--data", required=True, help="output folder of `ssan prepare`")
     parser.add_argument("--output", required=True, help="run directory (checkpoints, metrics, config)")

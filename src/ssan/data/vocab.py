@@ -148,6 +148,10 @@ class Vocabulary:
         """:meth:`words_of` ``text``, then :meth:`encode_tokens` them."""
         return self.encode_tokens(self.words_of(text))
 
+    def truncate(self, ids: Sequence[int], max_length: int) -> List[int]:
+        """``ids`` cut to ``max_length`` (the interface of :class:`ssan.data.tokenizers.ClipTokenizer`)."""
+        return list(ids)[:max_length]
+
     def decode(self, ids: Iterable[int]) -> List[str]:
         """Words of the ids, padding skipped."""
         return [self._words[int(i)] for i in ids if int(i) != 0]

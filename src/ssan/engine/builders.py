@@ -8,6 +8,7 @@ to ``Trainer(...)`` directly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -87,22 +88,40 @@ class ComponentBuilders:
             backbone_lr=optim.backbone_lr,
             betas=optim.betas,
             weight_decay=optim.weight_decay,
+            eps=optim.eps,
+            trunk_modules=optim.trunk_modules,
+            bias_lr_factor=optim.bias_lr_factor,
+            bias_weight_decay=optim.bias_weight_decay,
         )
 
     @classmethod
     def build_scheduler(cls, config: Config, optimizer: torch.optim.Optimizer):
         from ssan.engine.optim import build_scheduler
 
-        return build_scheduler(optimizer, config.optim.milestones, config.optim.gamma)
+        optim = config.optim
+        return build_scheduler(
+            optimizer,
+            optim.milestones,
+            optim.gamma,
+            schedule=optim.schedule,
+            epochs=optim.epochs,
+            warmup_epochs=optim.warmup_epochs,
+            warmup_factor=optim.warmup_factor,
+        )
 
     @classmethod
     def build_train_dataset(cls, config: Config, prepared):
         """The train split as samples; images as uint8 (normalised and flipped on the device, per step)."""
         from ssan.data import TrainDataset, build_transforms
+        from ssan.data.tokenizers import ClipTokenizer, model_tokenizer
 
         transform = build_transforms(config.data.height, config.data.width, train=False, uint8=True)
+        records = prepared.records("train")
+        tokenizer = model_tokenizer(dataclasses.asdict(config.model), prepared.vocab, config.data.max_length)
+        if isinstance(tokenizer, ClipTokenizer):  # the captions in CLIP's byte pairs: nothing prepared again
+            records = tokenizer.encode_records(records)
         return TrainDataset(
-            prepared.records("train"),
+            records,
             prepared.image_root,
             transform,
             max_length=config.data.max_length,

@@ -22,6 +22,7 @@ class RunReports:
     def evaluate(self, split: str, model: Optional[nn.Module] = None) -> Optional[dict]:
         """Figures of ``model`` (default: the trained one) on ``split``; every process takes part,
         process 0 gets the results (the others None)."""
+        from ssan.data.tokenizers import model_tokenizer
         from ssan.evaluation import RetrievalEvaluator
 
         if split not in self._evaluators:
@@ -36,6 +37,7 @@ class RunReports:
                 num_workers=data.num_workers,
                 progress=self.dist.is_main,
                 channels_last=self.config.train.channels_last,
+                vocab=model_tokenizer(getattr(self.model, "arch", {}), self.prepared.vocab, data.max_length),
             )
         model = model if model is not None else self.model
         distributed.broadcast_buffers(model)  # every process evaluates a share with process 0's statistics

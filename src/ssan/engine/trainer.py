@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ssan import distributed
 from ssan.config import Config, save_config
+from ssan.data.augment import augment_images, draw_augmentations
 from ssan.devices import resolve_device
 from ssan.engine import results as reports
 from ssan.engine.builders import ComponentBuilders
@@ -241,11 +242,15 @@ class Trainer(ComponentBuilders, RunReports):
         train, data = self.config.train, self.config.data
         torch.manual_seed(step_seed(train.seed, epoch, step, self.dist.rank))  # dropout: this process's own
         shared = step_seed(train.seed, epoch, step)  # flips and mined negatives: those of the global batch
-        flip = None
+        flip, generator = None, torch.Generator().manual_seed(shared)
+        rows = slice(self.dist.rank * self.sampler.local_batch, (self.dist.rank + 1) * self.sampler.local_batch)
         if data.flip:
-            rank, local = self.dist.rank, self.sampler.local_batch
-            flip = flip_mask(data.batch_size, torch.Generator().manual_seed(shared))[rank * local : (rank + 1) * local]
+            flip = flip_mask(data.batch_size, generator)[rows]
         batch = device_batch(batch, self.device, flip, train.channels_last)
+        if data.pad_crop or data.erase_prob:  # the CLIP-era augmentations (ssan.data.augment)
+            batch["image"] = augment_images(
+                batch["image"], data, draw_augmentations(data, data.batch_size, generator, rows)
+            )
         gather = distributed.gather_with_grad if self.dist.enabled else StepInputs().gather
         inputs = StepInputs(epoch, device_generator(self.device, shared), gather)
         with self.precision.autocast(self.device):

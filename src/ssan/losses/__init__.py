@@ -1,4 +1,4 @@
-"""SSAN training objective: loss terms (identity, compound ranking, InfoNCE extension), one registry, the criterion."""
+"""SSAN training objective: loss terms (identity, compound ranking; InfoNCE, sdm extensions), the criterion."""
 
 from ssan.losses.contrastive import InfoNCETerm, multi_positive_info_nce
 from ssan.losses.criterion import SSANCriterion, build_criterion
@@ -11,6 +11,7 @@ from ssan.losses.ranking import (
     semi_hard_hinge,
     weak_margins,
 )
+from ssan.losses.sdm import SDMTerm, sdm_loss
 from ssan.losses.terms import LOSS_TERMS, LossContext, LossTerm, StepInputs, register_loss_term
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "InfoNCETerm",
     "LossContext",
     "LossTerm",
+    "SDMTerm",
     "SSANCriterion",
     "StepInputs",
     "bidirectional_hinge",
@@ -29,6 +31,7 @@ __all__ = [
     "cosine_matrix",
     "multi_positive_info_nce",
     "register_loss_term",
+    "sdm_loss",
     "semi_hard_hinge",
     "weak_margins",
 ]

@@ -49,10 +49,14 @@ class Backbone:
     out_channels: C, or None when the builder outputs ``config.hidden_dim`` channels.
         C must equal the LSTM hidden width: the word features pass through the same
         projections as the image map.
+    pooled: the module returns ``{"map": B x C x h x w, "pooled": B x D}``, its own global
+        feature (a CLIP ViT's class token), instead of the map alone; it pairs with a text
+        encoder that is ``pooled`` too (:mod:`ssan.models.text_encoders`).
     """
 
     build: Callable[[ModelConfig], nn.Module]
     out_channels: Optional[int] = None
+    pooled: bool = False
 
     def channels(self, config: ModelConfig) -> int:
         """The map's channels for ``config``."""
@@ -62,16 +66,17 @@ class Backbone:
 BACKBONES: Registry[Backbone] = Registry("backbone", ArchitectureError)
 
 
-def register_backbone(name: str, out_channels: Optional[int] = None, *, overwrite: bool = False):
+def register_backbone(name: str, out_channels: Optional[int] = None, *, pooled: bool = False, overwrite: bool = False):
     """Decorator registering ``build(config) -> nn.Module`` as backbone ``name``.
 
     Args:
         name: the value of ``model.backbone`` that selects it.
         out_channels: channels of its output map (None: it outputs ``config.hidden_dim``).
+        pooled: it returns its own global feature too (see :class:`Backbone`).
     """
 
     def decorate(build: Callable[[ModelConfig], nn.Module]):
-        BACKBONES.register(name, Backbone(build, out_channels), overwrite=overwrite)
+        BACKBONES.register(name, Backbone(build, out_channels, pooled), overwrite=overwrite)
         return build
 
     return decorate

@@ -80,7 +80,11 @@ def _load_ssan(state: dict, device, source: str):
         raise CheckpointError(
             f"{source}: its vocabulary has {len(state['vocab'])} entries but the model expects {vocab_size}"
         )
-    return model_from_checkpoint(state, device=device, source=source), Vocabulary(list(state["vocab"]))
+    from ssan.data.tokenizers import CLIP_CONTEXT, model_tokenizer
+
+    model = model_from_checkpoint(state, device=device, source=source)
+    max_length = ((state.get("config") or {}).get("data") or {}).get("max_length", CLIP_CONTEXT)
+    return model, model_tokenizer(model.arch, Vocabulary(list(state["vocab"])), max_length)  # SSAN-CLIP: BPE
 
 
 def _load_open_clip(state: dict, device, source: str):

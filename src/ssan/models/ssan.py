@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssan.config import ModelConfig
-from ssan.models.backbones import ArchitectureError, build_backbone
+from ssan.models.backbones import BACKBONES, ArchitectureError, build_backbone
 from ssan.models.layers import LEAKY_SLOPE, PartLinear, is_tracing, kaiming_fan_out_, stripe_max
 from ssan.models.relation import RELATION_NORMS, PartRelation
-from ssan.models.text import TextEncoder, WordAttention, as_cpu_lengths, global_text_max
+from ssan.models.text import WordAttention, as_cpu_lengths, global_text_max
+from ssan.models.text_encoders import TEXT_ENCODERS, build_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class SSAN(nn.Module):
         vocab_size: embedding rows including padding id 0.
         config: the architecture, a :class:`ssan.config.ModelConfig` (its fields are
             documented there: backbone, pretrained, num_parts, embed_dim, word_dim,
-            hidden_dim, dropout, parts, cnn_width, relation_norm).
+            hidden_dim, dropout, parts, cnn_width, relation_norm, text_encoder, clip_model).
         **fields: any of those fields, overriding ``config`` (``SSAN(5000, backbone="small")``).
 
     ``model.arch`` holds ``vocab_size`` and the config's fields as plain data, with
@@ -43,10 +44,12 @@ class SSAN(nn.Module):
         self.num_parts = config.num_parts
         self.parts = config.parts
         hidden, embed = config.hidden_dim, config.embed_dim
+        self.pooled = _pooled_trunks(config)
         self.backbone = build_backbone(config)
-        self.text_encoder = TextEncoder(vocab_size, config.word_dim, hidden, config.dropout, config.parts)
-        self.global_proj = nn.Linear(hidden, embed, bias=False)  # W_g, shared by both modalities
-        kaiming_fan_out_(self.global_proj.weight)
+        self.text_encoder = build_text_encoder(config, vocab_size)
+        if not self.pooled:  # trunks with their own global features (CLIP's) need no W_g
+            self.global_proj = nn.Linear(hidden, embed, bias=False)  # W_g, shared by both modalities
+            kaiming_fan_out_(self.global_proj.weight)
         if config.parts:
             self.part_proj = PartLinear(config.num_parts, hidden, embed)  # W_k, shared by both modalities
             self.word_attention = WordAttention(hidden, config.num_parts)
@@ -60,7 +63,10 @@ class SSAN(nn.Module):
     def encode_image(self, images: torch.Tensor) -> dict:
         """images: B x 3 x H x W -> {"global": B x D, "parts": B x K x D, "relation": B x K x D/2}."""
         fmap = self.backbone(images)
-        out = {"global": self.global_proj(fmap.amax(dim=(2, 3)))}  # global max pool
+        if self.pooled:  # the trunk's own global feature (a CLIP ViT's class token)
+            fmap, out = fmap["map"], {"global": fmap["pooled"]}
+        else:
+            out = {"global": self.global_proj(fmap.amax(dim=(2, 3)))}  # global max pool
         if self.parts:
             self._add_part_terms(out, self.part_proj(stripe_max(fmap, self.num_parts)))  # B x K x C stripes
         return out
@@ -76,7 +82,10 @@ class SSAN(nn.Module):
             lengths = as_cpu_lengths(lengths, full_length)
             tokens = tokens[:, : int(lengths.max())]  # columns past every caption change nothing
         words = self.text_encoder(tokens, lengths)
-        out = {"global": self.global_proj(global_text_max(words["global"], words["mask"]))}
+        if self.pooled:  # the encoder's own global feature (CLIP's EOT token)
+            out = {"global": words["pooled"]}
+        else:
+            out = {"global": self.global_proj(global_text_max(words["global"], words["mask"]))}
         if self.parts:
             part_words, attention = self.word_attention(words["part"], words["mask"])
             self._add_part_terms(out, self.part_proj(part_words))
@@ -108,7 +117,21 @@ def normalise_arch(arch: dict) -> dict:
     """
     arch = dict(arch)
     arch.setdefault("relation_norm", "shared")
+    arch.setdefault("text_encoder", "lstm")
+    arch.setdefault("clip_model", ModelConfig.clip_model)
     return arch
+
+
+def _pooled_trunks(config: ModelConfig) -> bool:
+    """Whether both trunks give their own global features (CLIP's); a mixed pair is refused."""
+    image, text = BACKBONES.get(config.backbone).pooled, TEXT_ENCODERS.get(config.text_encoder).pooled
+    if image != text:
+        own = config.backbone if image else config.text_encoder
+        raise ArchitectureError(
+            f"{own} gives its own global feature but the other trunk does not "
+            f"(backbone {config.backbone}, text_encoder {config.text_encoder}): pair clip-vit with clip"
+        )
+    return image
 
 
 def _resolve_config(config: Optional[ModelConfig], fields: dict) -> ModelConfig:

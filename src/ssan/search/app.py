@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -77,11 +77,13 @@ class SearchResult(BaseModel):
     track: Optional[int] = Field(None, description="track id in its footage")
     camera: Optional[str] = None
     source: Optional[str] = Field(None, description="the footage's file or folder name")
-    start: Optional[float] = Field(None, description="first seen, seconds from the start of the footage (its file)")
-    end: Optional[float] = Field(None, description="last seen, seconds")
-    utc_start: Optional[str] = Field(None, description="first seen, ISO 8601 UTC (null when only offsets are known)")
-    utc_end: Optional[str] = Field(None, description="last seen, ISO 8601 UTC")
-    time_base: Optional[str] = Field(None, description="utc: wall-clock times known; offset: seconds in the file only")
+    start: Optional[Union[str, float]] = Field(
+        None, description="first seen: ISO 8601 UTC when time_base is utc, else seconds from the start of its file"
+    )
+    end: Optional[Union[str, float]] = Field(None, description="last seen, as start")
+    offset_start: Optional[float] = Field(None, description="first seen, seconds from the start of its file")
+    offset_end: Optional[float] = Field(None, description="last seen, seconds from the start of its file")
+    time_base: Optional[str] = Field(None, description="utc: start/end are wall-clock times; offset: offsets only")
     frames: Optional[List[int]] = Field(None, description="1-based frame numbers of kept crops, best first")
     times: Optional[List[float]] = Field(None, description="their times, seconds")
     boxes: Optional[List[List[float]]] = Field(None, description="their boxes, [x, y, w, h] pixels")
@@ -99,12 +101,25 @@ class SearchResponse(BaseModel):
     attention: Dict[str, List[Tuple[str, float]]] = Field(..., description="per body part: [word, weight]")
 
 
+_TRACK_RESULT_FIELDS = (
+    "track",
+    "camera",
+    "start",
+    "end",
+    "offset_start",
+    "offset_end",
+    "time_base",
+    "frames",
+    "times",
+    "boxes",
+)
+
+
 def _track_result(r: dict) -> dict:
     """The API fields of a track result: never its server paths (``video``, ``path``), only their names."""
     image_id = r["image_id"]
     return {
-        **{name: r[name] for name in ("track", "camera", "start", "end", "frames", "times", "boxes")},
-        **{name: r.get(name) for name in ("utc_start", "utc_end", "time_base")},
+        **{name: r[name] for name in _TRACK_RESULT_FIELDS},
         "source": Path(r["video"]).name,
         "frame_url": f"/api/frames/{image_id}",
         "clip_url": f"/api/clips/{image_id}" if r.get("source_kind") == "video" else None,

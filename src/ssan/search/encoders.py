@@ -29,7 +29,7 @@ class EncoderInfo:
     """What comes with the encoders: vocabulary, input layout and identity of the weights."""
 
     fingerprint: str  # checkpoint_fingerprint of the weights
-    vocab: object  # ssan.data.vocab.Vocabulary
+    vocab: object  # the model's tokenizer: ssan.data.vocab.Vocabulary or ssan.data.tokenizers.ClipTokenizer
     height: int  # image input height
     width: int  # image input width
     max_length: int  # captions are cut to this many words
@@ -122,6 +122,7 @@ def load_encoders(
         where = f"no ONNX export in {onnx_dir}" if onnx_dir is not None else "the onnx backend needs an export folder"
         raise SsanError(f"{where}; create it with `ssan export --checkpoint CKPT --out DIR`")
     from ssan.clip.bpe import export_tokenizer
+    from ssan.data.tokenizers import model_tokenizer
     from ssan.data.vocab import Vocabulary
     from ssan.search.onnx_backend import OnnxEncoders
 
@@ -129,7 +130,9 @@ def load_encoders(
     meta = encoders.meta
     info = EncoderInfo(
         fingerprint=meta["fingerprint"],
-        vocab=Vocabulary(meta["vocab"]) if "tokenizer" not in meta else export_tokenizer(onnx_dir, meta),
+        vocab=export_tokenizer(onnx_dir, meta)
+        if "tokenizer" in meta
+        else model_tokenizer(meta["arch"], Vocabulary(meta["vocab"]), int(meta["max_length"])),
         height=int(meta["input"]["height"]),
         width=int(meta["input"]["width"]),
         max_length=int(meta["max_length"]),

@@ -105,7 +105,7 @@ class Searcher:
                 listing += f", and {len(words) - 10} more"
             raise QueryError(f"none of the query's words are in the model's vocabulary ({listing})")
         truncated = len(ids) > self.max_length
-        ids = ids[: self.max_length]
+        ids = vocab.truncate(ids, self.max_length)
         return {"ids": ids, "tokens": vocab.decode(ids), "unknown_words": unknown, "truncated": truncated}
 
     def _encode(self, ids: list):

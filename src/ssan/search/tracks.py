@@ -9,9 +9,12 @@ adds::
     "boxes_seen": boxes over the sampled frames, and for its kept crops (best first):
     "frames": [1-based frame numbers], "times": [seconds], "boxes": [[x, y, w, h] pixels],
     and when the source's wall-clock start was known (:mod:`ssan.video.clock`):
-    "utc_start" / "utc_end": ISO 8601 UTC times. Search results add "time_base": "utc" when
-    they are there, "offset" when only the seconds from the start of the file are known
-    (sources without a known start, indexes made before wall-clock times).
+    "utc_start" / "utc_end": ISO 8601 UTC times.
+
+Search results present the times (:func:`track_fields`): "start" / "end" are the ISO 8601 UTC
+times and "time_base" is "utc" when the wall-clock start is known; otherwise (sources without a
+known start, indexes made before wall-clock times) they are the offsets and "time_base" is
+"offset". "offset_start" / "offset_end" are always the seconds in the file (a clip seeks there).
 
 Nothing here reads video: :func:`ssan.video.track_frame` decodes a track's frame.
 """
@@ -37,8 +40,6 @@ TRACK_FIELDS = (
     "boxes",
     "video",
     "source_kind",
-    "utc_start",
-    "utc_end",
 )
 
 
@@ -47,11 +48,18 @@ def is_track(entry: dict) -> bool:
 
 
 def track_fields(entry: dict) -> dict:
-    """The track fields of an entry (``{}`` for an image entry), for search results."""
+    """The track fields of an entry as search results show them (``{}`` for an image entry).
+
+    ``start`` / ``end``: ISO 8601 UTC when the entry has them, else its offsets;
+    ``offset_start`` / ``offset_end``: the offsets in the file, always.
+    """
     if not is_track(entry):
         return {}
     fields = {name: entry[name] for name in TRACK_FIELDS if name in entry}
-    return {**fields, "time_base": "utc" if entry.get("utc_start") else "offset"}
+    offsets = {"offset_start": float(entry["start"]), "offset_end": float(entry["end"])}
+    if entry.get("utc_start"):
+        return {**fields, **offsets, "start": entry["utc_start"], "end": entry["utc_end"], "time_base": "utc"}
+    return {**fields, **offsets, "start": offsets["offset_start"], "end": offsets["offset_end"], "time_base": "offset"}
 
 
 def video_file(entry: dict) -> Optional[Path]:

@@ -3,8 +3,9 @@
 A source's start is, in this order: ``--start-time`` (one instant for the sources given), a
 time in its file name (``--time-from-name '%Y%m%d_%H%M%S'``), its container's
 ``creation_time``, or, for a live stream, the clock when its first frame is received. A track
-then carries ``utc_start`` / ``utc_end`` (start + its offsets) beside ``start`` / ``end``
-(seconds from the start of the file). A source with none of these, and every index made
+entry then stores ``utc_start`` / ``utc_end`` (start + its offsets) beside ``start`` / ``end``
+(seconds from the start of the file); search results show the UTC times as ``start`` / ``end``
+(:func:`ssan.search.tracks.track_fields`). A source with none of these, and every index made
 before this, has offsets only (``time_base: "offset"``).
 """
 

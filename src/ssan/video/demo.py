@@ -142,7 +142,7 @@ def _sheet(rows: list, metrics: dict, path: Path) -> Path:
         verdict = "its own track" if row["first"] else "another walker's track"
         title = (
             f"walker {row['walker']}: {textwrap.shorten(row['caption'], 70)}\n-> {verdict}, "
-            f"{top['start']:.1f}-{top['end']:.1f} s, track {top['track']}, score {top['score']:.2f}"
+            f"{top['offset_start']:.1f}-{top['offset_end']:.1f} s, track {top['track']}, score {top['score']:.2f}"
         )
         hits.append({"crop": top["path"], "frame": frame, "box": box, "title": title})
     query = (

@@ -13,9 +13,11 @@ person boxes (``N x 4`` float32, ``x0, y0, x1, y1`` pixels) and their scores (``
 scores >= ``min_score`` only. ``ssan index --detector`` choices and the "valid: ..." error
 read :data:`DETECTORS`.
 
-Weights of the torchvision detectors are never downloaded here: they are read from
-torchvision's cache (where ``torchvision`` itself would keep them) or from a local file,
-loaded strictly; absent weights are an error that says where to put them, never random ones.
+Weights of the torchvision detectors come from a local file (``--detector-weights``), else
+torchvision's cache (``torch.hub``'s ``checkpoints/``), else torchvision fetches them itself on
+first use (its weights API: checked against the hash in the file name, kept in that cache). They
+are loaded strictly. A machine that cannot fetch them (offline) or a download that fails the hash
+check is a one-line error that says what to download and where to put it; never random weights.
 """
 
 from __future__ import annotations
@@ -87,24 +89,51 @@ def _cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "reason", None) or exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
 def _read_state(path: Path, name: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, unsafe pickle: all mean unusable weights
-        raise DetectorWeightsError(
-            f"cannot read weights of detector {name} from {path}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise DetectorWeightsError(f"cannot read weights of detector {name} from {path}: {_first_line(exc)}") from None
+    return _unwrap(state, name, str(path))
+
+
+def _unwrap(state, name: str, where: str) -> dict:
+    """The plain state dict inside ``state`` (a checkpoint's ``state_dict``/``model``; ``module.`` prefixes off)."""
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise DetectorWeightsError(f"weights file {path} of detector {name} does not hold a state dict")
+        raise DetectorWeightsError(f"weights {where} of detector {name} do not hold a state dict")
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def detector_state(name: str, url: str, weights: Optional[Path]) -> Tuple[dict, str]:
-    """(state dict, where it came from): ``weights`` if given, else torchvision's cache; never downloads."""
+def _fetch(name: str, weights_enum, cached: Path) -> dict:
+    """The weights fetched by torchvision itself (hash checked, kept in ``cached``); one line when it cannot."""
+    url = weights_enum.url
+    log.info("detector %s: fetching its weights from %s into %s", name, url, cached.parent)
+    try:
+        return weights_enum.get_state_dict(progress=True, check_hash=True)
+    except OSError as exc:  # URLError, HTTPError, DNS, timeouts, a full disk: no weights here
+        raise DetectorWeightsError(
+            f"no weights for detector {name} on this machine and they could not be fetched ({_first_line(exc)}): "
+            f"download {url} and either place it in torchvision's cache ({cached}) or pass "
+            f"--detector-weights /path/{cached.name}; or give boxes you already have with --detections det.txt"
+        ) from None
+    except RuntimeError as exc:  # torchvision's hash check (it removes the download) or an unreadable file
+        raise DetectorWeightsError(
+            f"weights of detector {name} fetched from {url} were refused ({_first_line(exc)}); nothing was kept: "
+            f"download it again into {cached}"
+        ) from None
+
+
+def detector_state(name: str, weights_enum, weights: Optional[Path]) -> Tuple[dict, str]:
+    """(state dict, where it came from): ``weights`` if given, else torchvision's cache, else fetched into it."""
+    url = weights_enum.url
     file_name = url.rsplit("/", 1)[-1]
     if weights is not None:
         if not weights.is_file():
@@ -114,13 +143,9 @@ def detector_state(name: str, url: str, weights: Optional[Path]) -> Tuple[dict, 
             )
         return _read_state(weights, name), str(weights)
     cached = _cache_dir() / file_name
-    if not cached.is_file():
-        raise DetectorWeightsError(
-            f"no weights for detector {name} on this machine (ssan does not download them): download {url} "
-            f"and either place it in torchvision's cache ({cached}) or pass --detector-weights /path/{file_name}; "
-            "or give boxes you already have with --detections det.txt"
-        )
-    return _read_state(cached, name), str(cached)
+    if cached.is_file():
+        return _read_state(cached, name), str(cached)
+    return _unwrap(_fetch(name, weights_enum, cached), name, url), f"{url} (fetched into {cached})"
 
 
 def _load_strict(model: torch.nn.Module, state: dict, name: str, where: str) -> None:
@@ -142,8 +167,7 @@ def _load_strict(model: torch.nn.Module, state: dict, name: str, where: str) -> 
 
 def _register_torchvision(name: str, weights_enum: str) -> None:
     def factory(weights: Optional[Path], device: str, min_score: float) -> TorchvisionPersonDetector:
-        url = getattr(torchvision.models.detection, weights_enum).DEFAULT.url
-        state, where = detector_state(name, url, weights)
+        state, where = detector_state(name, getattr(torchvision.models.detection, weights_enum).DEFAULT, weights)
         model = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None)
         _load_strict(model, state, name, where)
         log.info("person detector %s with weights from %s", name, where)

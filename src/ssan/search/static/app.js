@@ -89,15 +89,17 @@ function clock(seconds) {
 }
 
 function timeRange(item) {
-  return clock(item.start) + "–" + clock(item.end);
+  return clock(item.offset_start) + "–" + clock(item.offset_end);
 }
 
-// Wall-clock time of a track in this browser's zone, with the zone's name ("" when only offsets are known).
+// Wall-clock time of a track (start/end are ISO 8601 UTC when time_base is "utc") in this browser's zone,
+// with the zone's name ("" when only offsets are known).
 function localTime(item) {
-  if (item.time_base !== "utc" || !item.utc_start) return "";
-  const options = { dateStyle: "medium", timeStyle: "medium", timeZoneName: "short" };
-  const start = new Date(item.utc_start).toLocaleString(undefined, options);
-  const end = new Date(item.utc_end).toLocaleTimeString(undefined, { timeStyle: "medium" });
+  if (item.time_base !== "utc") return "";
+  const time = { hour: "numeric", minute: "2-digit", second: "2-digit" };  // dateStyle cannot take a zone name
+  const date = { year: "numeric", month: "short", day: "numeric", ...time, timeZoneName: "short" };
+  const start = new Date(item.start).toLocaleString(undefined, date);
+  const end = new Date(item.end).toLocaleTimeString(undefined, time);
   return start + " – " + end;
 }
 
@@ -112,7 +114,7 @@ function showFrameInstead(item, note) {
   playerNote.textContent = note;
 }
 
-// Play a track's clip from the time it is first seen; a folder of frames has no clip: show its frame.
+// Play a track's clip from the time it is first seen (its offset in the file); a folder of frames has no clip: show its frame.
 function play(item) {
   playerTitle.textContent = item.camera + " · " + timeRange(item) + " · track " + item.track;
   player.hidden = false;
@@ -123,8 +125,8 @@ function play(item) {
     playerFrame.hidden = true;
     playerNote.textContent = "";
     clip.hidden = false;
-    clip.dataset.start = String(item.start);
-    clip.src = item.clip_url + "#t=" + item.start.toFixed(3);
+    clip.dataset.start = String(item.offset_start);
+    clip.src = item.clip_url + "#t=" + item.offset_start.toFixed(3);
     clip.play().catch(() => {});  // refused autoplay or a clip that cannot play: the error handler says so
   }
   player.scrollIntoView({ block: "nearest" });
@@ -147,9 +149,9 @@ function trackFigure(item) {
   const figure = element("figure", "result track");
   figure.tabIndex = 0;
   figure.setAttribute("role", "button");
-  figure.setAttribute("aria-label", "play track " + item.track + " of " + item.camera + " from " + clock(item.start));
+  figure.setAttribute("aria-label", "play track " + item.track + " of " + item.camera + " from " + clock(item.offset_start));
   figure.dataset.imageId = String(item.image_id);
-  figure.dataset.start = String(item.start);
+  figure.dataset.start = String(item.offset_start);
   const pictures = element("div", "pictures");
   const crop = element("img", "crop");
   crop.src = item.url;
