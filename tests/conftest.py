@@ -76,3 +76,6 @@ def tiny_run(prepared_synth, tiny_config, tmp_path_factory):
 def tiny_checkpoint(tiny_run):
     """Path of the tiny run's ``best.pt`` (a complete checkpoint)."""
     return tiny_run / "checkpoints" / "best.pt"
+
+
+from postgres import postgres_server, postgres_url  # noqa: E402,F401  (a real PostgreSQL for the store tests)

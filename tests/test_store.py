@@ -1,7 +1,6 @@
 """The track store interface (add, search with filters, forget, iterate), one suite for every store kind.
 
-Only the index folder (FAISS) is built; a new store (PostgreSQL + pgvector) joins ``STORES`` and must
-pass the same cases.
+The index folder (FAISS) and PostgreSQL + pgvector (a real server: :mod:`postgres`) pass the same cases.
 """
 
 from __future__ import annotations
@@ -16,7 +15,10 @@ from ssan.search.filters import TrackFilter
 from ssan.search.forget import Selection
 from ssan.search.store import FolderStore, open_store
 
-STORES = {"folder": lambda tmp_path: open_store(tmp_path / "idx")}
+STORES = {
+    "folder": lambda request, tmp_path: open_store(tmp_path / "idx"),
+    "postgres": lambda request, tmp_path: open_store(request.getfixturevalue("postgres_url")),
+}
 
 
 class _Info:
@@ -38,7 +40,7 @@ def _tracks(camera: str, start_hour: int, count: int, rng) -> tuple:
 
 @pytest.fixture(params=sorted(STORES))
 def store(request, tmp_path):
-    return STORES[request.param](tmp_path)
+    return STORES[request.param](request, tmp_path)
 
 
 def _new_meta() -> dict:
@@ -66,6 +68,6 @@ def test_add_search_with_filters_forget_and_iterate(store):
 
 
 def test_a_url_for_a_store_not_built_is_refused_by_name(tmp_path):
-    with pytest.raises(SsanError, match="no track store for postgresql:// URLs"):
-        open_store("postgresql://localhost/ssan")
+    with pytest.raises(SsanError, match="no track store for mysql:// URLs"):
+        open_store("mysql://localhost/ssan")
     assert isinstance(open_store(f"file://{tmp_path}"), FolderStore)

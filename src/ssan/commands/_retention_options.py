@@ -38,5 +38,6 @@ def start_retention(plan: dict, args: argparse.Namespace, index: str, audit, aft
 
     if not plan:
         return None
-    audit = audit if audit is not None else AuditLog(Path(index) / AUDIT_FILE)
+    if audit is None and "://" not in str(index):  # a server store keeps its own audit table
+        audit = AuditLog(Path(index) / AUDIT_FILE)
     return RetentionSchedule(index, plan, args.retain_every, audit=audit, after=after).start()

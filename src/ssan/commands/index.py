@@ -96,6 +96,21 @@ def _add_video_arguments(group) -> None:
         metavar="PATTERN",
         help="find each source's UTC start in its file name, e.g. '%%Y%%m%%d_%%H%%M%%S'",
     )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="ingest the files on Ray: a cluster's address, or none (or 'local') to start one here",
+    )
+    group.add_argument(
+        "--ray-workers", type=int, default=1, help="with --ray: actors, each with the models loaded once (default 1)"
+    )
+    group.add_argument(
+        "--store",
+        metavar="URL",
+        help="also add the new tracks to this shared store (postgresql://...); crops stay in --out",
+    )
     group.add_argument("--keep-ids", action="store_true", help="use the MOT file's ids as tracks (no tracking)")
     group.add_argument(
         "--crops-per-track",
@@ -151,6 +166,8 @@ def _check_video_options(args) -> None:
                 "frame_rate",
                 "start_time",
                 "time_from_name",
+                "store",
+                "ray",
             )
             if getattr(args, n) is not None
         ]
@@ -197,6 +214,8 @@ def _run_video(args, spec, onnx_dir) -> int:
         batch_size=args.batch_size,
         recall_queries=args.recall_queries,
         progress=not args.no_progress,
+        ray=args.ray,
+        ray_workers=args.ray_workers,
     )
     meta = index.meta
     sources = meta["sources"]
@@ -208,6 +227,10 @@ def _run_video(args, spec, onnx_dir) -> int:
         print(f"  {source['camera']:<16} {source['tracks']:5d} tracks  {source['frames']:7d} frames  {source['path']}")
     if meta["skipped"]:
         print(f"skipped {len(meta['skipped'])} source(s): unreadable or refused (listed above)")
+    if args.store:
+        from ssan.search.store_index import publish
+
+        print(f"store: {publish(index, args.store)} new track(s) added to {args.store.split('@')[-1]}")
     return 0
 
 

@@ -14,7 +14,9 @@ HELP = "search an index with a text description (top-k images or tracks, scores,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", required=True, help="index folder written by `ssan index`")
+    parser.add_argument(
+        "--index", "--store", required=True, help="index folder written by `ssan index`, or a postgresql:// store URL"
+    )
     parser.add_argument("query", help="description of the person, in quotes")
     parser.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="number of results (default 10)")
     parser.add_argument("--json", action="store_true", help="print the full answer as JSON")

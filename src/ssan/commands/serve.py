@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", help="index folder written by `ssan index`")
+    parser.add_argument("--index", "--store", help="index folder written by `ssan index`, or a postgresql:// store URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     add_searcher_arguments(parser)
@@ -127,6 +127,10 @@ def _audit(args: argparse.Namespace):
         if args.audit_log:
             raise SsanError("--audit-log and --no-audit-log contradict each other: choose one")
         return None
+    from ssan.search.store import is_url
+
+    if not args.audit_log and is_url(args.index):
+        raise SsanError("a postgresql:// store has no folder for an audit log: give --audit-log FILE or --no-audit-log")
     path = Path(args.audit_log) if args.audit_log else Path(args.index) / AUDIT_FILE
     return AuditLog(path, max_bytes=args.audit_max_bytes)
 
@@ -210,9 +214,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise SsanError("serving needs FastAPI and uvicorn: pip install 'ssan[serve]'") from None
     from ssan.search import Searcher
-    from ssan.search.index import read_meta
+    from ssan.search.store_index import read_index_meta
 
-    meta = read_meta(Path(args.index))  # before anything is written: the audit log goes into the index folder
+    meta = read_index_meta(args.index)  # before anything is written: the audit log goes into the index folder
     tokens, generated = _tokens(args)
     plan = retention_plan(args)
     tls, allowed, audit = _check_tls(args), _allowed_hosts(args), _audit(args)
@@ -232,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
         onnx_dir=args.onnx,
         threads=args.threads,
     )
-    _warn_if_readable(args.index)
+    if "://" not in args.index:  # a folder (a server store's access is the database's)
+        _warn_if_readable(args.index)
     start_retention(plan, args, args.index, audit, after=lambda _: searcher.refresh())
     security = Security(tokens=tokens, allowed_hosts=allowed, audit=audit, cookie_name=f"ssan_session_{port}")
     app = create_app(searcher, security, max_body_bytes=args.max_body_bytes)

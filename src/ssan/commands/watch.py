@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     live = LiveOptions()
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint (best.pt / last.pt)")
-    parser.add_argument("--out", required=True, help="index folder (created, or appended to)")
+    parser.add_argument("--out", required=True, help="index folder (created, or appended to; with --store: the crops)")
+    parser.add_argument("--store", metavar="URL", help="append the tracks to this shared store (postgresql://...)")
     parser.add_argument(
         "--source", action="append", default=[], metavar="NAME=URL", help="a camera (repeatable; or --cameras)"
     )
@@ -77,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
     ingest = IngestOptions(fps=args.fps, keep=args.crops_per_track, min_score=args.min_score)
     options = WatchOptions(progress_s=args.progress_every, live=LiveOptions(unseen_s=args.unseen, speed=args.speed))
     detector = build_detector(args.detector, args.detector_weights, args.device, args.min_score / 2)
-    watcher = Watcher(args.out, args.checkpoint, cameras, detector, ingest, options, device=args.device)
+    watcher = Watcher(
+        args.out, args.checkpoint, cameras, detector, ingest, options, device=args.device, store=args.store
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    schedule = start_retention(plan, args, args.out, None)
+    schedule = start_retention(plan, args, args.store or args.out, None)
     print(f"watching {len(watcher.workers)} camera(s) into {args.out}", flush=True)
     try:
         counts = watcher.run(stop)

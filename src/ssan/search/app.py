@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ssan.errors import SsanError
 from ssan.search.audit import AuditMiddleware, note
 from ssan.search.auth import AuthMiddleware
-from ssan.search.errors import QueryError
+from ssan.search.errors import QueryError, StoreUnavailable
 from ssan.search.filters import TrackFilter
 from ssan.search.limits import BodyLimitMiddleware, HeadersMiddleware
 from ssan.search.media import FrameCache, add_media_routes, image_id_of
@@ -153,7 +153,7 @@ def _to_response(answer: dict) -> dict:
 
 
 async def _ssan_error(request, exc: SsanError):
-    status = 400 if isinstance(exc, QueryError) else 500
+    status = 400 if isinstance(exc, QueryError) else 503 if isinstance(exc, StoreUnavailable) else 500
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 

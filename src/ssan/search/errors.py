@@ -11,3 +11,7 @@ class QueryError(SsanError):
 
 class GalleryIndexError(SsanError):
     """A missing, corrupted or incompatible gallery index (or a mismatched checkpoint)."""
+
+
+class StoreUnavailable(SsanError):
+    """The track database cannot be reached now (the service answers 503 and recovers when it is back)."""

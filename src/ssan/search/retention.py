@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from ssan.errors import SsanError
-from ssan.search.forget import Selection, forget
+from ssan.search.forget import Selection
 from ssan.search.index import read_meta
+from ssan.search.store import is_url, open_store
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,19 @@ def apply_retention(
 ) -> int:
     """Forget what each camera keeps no longer (``retain[None]``: cameras not named); returns the items forgotten."""
     now = now or datetime.now(timezone.utc)
-    cameras = {e.get("camera") for e in read_meta(Path(directory))["entries"]} - {None}
+    store = open_store(directory)
+    if is_url(directory):
+        cameras = set(store.cameras())
+    else:
+        cameras = {e.get("camera") for e in read_meta(Path(directory))["entries"]} - {None}
     total = 0
     for camera in sorted(cameras):
         keep = retain.get(camera, retain.get(None))
         if keep is None:
             continue
         selection = Selection(camera=camera, before=now - keep)
-        total += forget(directory, selection, who=f"retention ({camera}: {keep})", audit=audit, quiet_if_none=True)[
-            "items"
-        ]
+        who = f"retention ({camera}: {keep})"
+        total += store.forget(selection, who=who, audit=audit, quiet_if_none=True)["items"]
     return total
 
 

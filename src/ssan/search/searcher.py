@@ -20,6 +20,9 @@ from ssan.search.encoders import load_encoders, pad_id_lists
 from ssan.search.errors import GalleryIndexError, QueryError
 from ssan.search.filters import TrackColumns, TrackFilter
 from ssan.search.index import GalleryIndex
+from ssan.search.store import is_url
+from ssan.search.store_index import load_index
+from ssan.search.store_index import stamp as _stamp
 from ssan.search.tracks import track_fields, video_file
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,10 @@ class Searcher:
     ):
         if threads is not None:
             set_threads(threads)
-        index_dir = Path(index_dir)
-        self.index_dir = index_dir
+        index_dir = index_dir if is_url(index_dir) else Path(index_dir)
+        self.index_dir = index_dir  # a folder, or a server store's URL
         self._stamp = _stamp(index_dir)
-        self.index = GalleryIndex.load(index_dir)
+        self.index = load_index(index_dir)
         self.generation = 0  # counts reloads (:meth:`refresh`): row ids of one generation mean nothing in another
         if backend == "onnx":
             onnx_dir = _onnx_dir(index_dir, onnx_dir)
@@ -123,7 +126,7 @@ class Searcher:
         if stamp == self._stamp:
             return False
         try:
-            index = GalleryIndex.load(self.index_dir)
+            index = load_index(self.index_dir)
             index.check_fingerprint(self.info.fingerprint, "the encoders being served")
         except GalleryIndexError as exc:
             log.warning("index %s changed but cannot be reloaded yet: %s", self.index_dir, exc)
@@ -142,6 +145,11 @@ class Searcher:
             self._columns = (self.index, TrackColumns.of(self.index.entries))
         return self._columns[1].rows(filters)
 
+    def _nearest(self, vector: np.ndarray, k: int, filters: Optional[TrackFilter]):
+        if isinstance(self.index, GalleryIndex):
+            return self.index.search(vector, k, rows=self.rows(filters))
+        return self.index.search(vector, k, filters)  # a server store filters inside its own query
+
     def search(self, query: str, k: int = 10, filters: Optional[TrackFilter] = None) -> dict:
         """Rank the gallery against ``query`` (among the tracks ``filters`` keeps, when given).
 
@@ -156,7 +164,7 @@ class Searcher:
         self.refresh()
         with self._lock:  # one model call at a time: encoders and FAISS are shared by every thread
             vector, attention = self._encode(parsed["ids"])
-            scores, rows = self.index.search(vector, int(k), rows=self.rows(filters))
+            scores, rows = self._nearest(vector, int(k), filters)
         results = []
         for rank, (score, row) in enumerate(zip(scores[0].tolist(), rows[0].tolist()), start=1):
             if row < 0:
@@ -204,7 +212,14 @@ class Searcher:
 
     def cameras(self) -> list:
         """The camera names of the indexed tracks, sorted."""
+        if not isinstance(self.index, GalleryIndex):
+            return self.index.cameras()
         return sorted({e["camera"] for e in self.index.entries if e.get("camera") is not None})
+
+    def _identities(self) -> bool:
+        if isinstance(self.index, GalleryIndex):
+            return any(e.get("id") is not None for e in self.index.entries)
+        return self.index.store.has_identities()  # one query, not a read of every entry
 
     def describe(self) -> dict:
         """What is being served (for health checks)."""
@@ -213,18 +228,9 @@ class Searcher:
             "kind": self.index.kind,
             "backend": self.backend,
             "fingerprint": self.index.fingerprint,
-            "identities": any(e.get("id") is not None for e in self.index.entries),
+            "identities": self._identities(),
             "tracks": self.index.meta.get("content") == "tracks",
         }
-
-
-def _stamp(index_dir: Path) -> tuple:
-    """What changes when ``meta.json`` is replaced: its inode, size and modification time."""
-    try:
-        info = (index_dir / "meta.json").stat()
-    except OSError:
-        return ()
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def set_threads(threads: int) -> None:

@@ -1,8 +1,8 @@
 """Where tracks live: one store interface (add, search with filters, forget, iterate), chosen by location.
 
-:func:`open_store` takes a folder (the embedded FAISS index of :mod:`ssan.search.index`) and
-would take a URL for a server-backed store (a ``postgresql://`` store with pgvector is the
-planned second implementation; it is not built, and asking for it says so). Every store
+:func:`open_store` takes a folder (the embedded FAISS index of :mod:`ssan.search.index`)
+or a ``postgresql://`` URL (:class:`ssan.search.pgstore.PostgresStore`, PostgreSQL with
+pgvector, shared by many services). Every store
 offers the same four operations, so ``ssan watch``, ``ssan forget`` and retention are
 written once against :class:`TrackStore`.
 """
@@ -26,7 +26,7 @@ class TrackStore(Protocol):
 
     def search(self, queries: np.ndarray, k: int, filters: Optional[TrackFilter] = None): ...
 
-    def forget(self, selection: Selection, who: str, audit=None) -> dict: ...
+    def forget(self, selection: Selection, who: str, audit=None, quiet_if_none: bool = False) -> dict: ...
 
     def entries(self) -> Iterator[dict]: ...
 
@@ -66,8 +66,8 @@ class FolderStore:
         rows = TrackColumns.of(index.entries).rows(filters) if filters else None
         return index.search(queries, k, rows=rows)
 
-    def forget(self, selection: Selection, who: str = "ssan forget", audit=None) -> dict:
-        return forget(self.directory, selection, who=who, audit=audit)
+    def forget(self, selection: Selection, who: str = "ssan forget", audit=None, quiet_if_none: bool = False) -> dict:
+        return forget(self.directory, selection, who=who, audit=audit, quiet_if_none=quiet_if_none)
 
     def entries(self) -> Iterator[dict]:
         yield from self.load().entries
@@ -83,15 +83,28 @@ def _extended(old: Optional[GalleryIndex], vectors: np.ndarray, features: np.nda
     return None  # GalleryIndex builds flat and HNSW from the features
 
 
-def open_store(location) -> FolderStore:
-    """The store at ``location``: a folder path (or ``file://`` URL); other URLs are refused by name."""
+def open_store(location):
+    """The store at ``location``: a folder path (or ``file://`` URL) or a ``postgresql://`` URL.
+
+    A store URL may end in ``ssan_search=exact`` (e.g. ``postgresql://host/db?ssan_search=exact``):
+    every search then scans all vectors instead of the HNSW graph.
+
+    Other URLs are refused by name.
+    """
     text = str(location)
     if "://" in text:
         scheme = text.split("://", 1)[0]
+        if scheme in ("postgresql", "postgres"):
+            from ssan.search.pgstore import PostgresStore
+
+            return PostgresStore.from_url(text)
         if scheme != "file":
-            raise SsanError(
-                f"no track store for {scheme}:// URLs in this version: give an index folder "
-                "(a PostgreSQL + pgvector store is planned behind the same interface)"
-            )
+            raise SsanError(f"no track store for {scheme}:// URLs: give an index folder or a postgresql:// URL")
         text = text.split("://", 1)[1]
     return FolderStore(text)
+
+
+def is_url(location) -> bool:
+    """True for a server store's URL (``postgresql://...``), False for a folder (or ``file://``)."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")

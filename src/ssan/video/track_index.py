@@ -121,6 +121,8 @@ def build_track_index(
     batch_size: int = 64,
     recall_queries: int = 500,
     progress: bool = True,
+    ray: Optional[str] = None,
+    ray_workers: int = 1,
 ) -> GalleryIndex:
     """Index the tracks of footage (video files, folders of them, folders of frames) into ``out_dir``.
 
@@ -132,6 +134,8 @@ def build_track_index(
             finding it in each file name; neither: the container's ``creation_time`` if any
             (:mod:`ssan.video.clock`).
         options: sampling and track settings (:class:`IngestOptions`).
+        ray: ``"local"`` or a cluster's address: ingest the files on Ray with ``ray_workers`` actors
+            (:mod:`ssan.video.ray_ingest`); None: in this process.
         Others as :func:`ssan.search.builder.build_index`.
     """
     if (detections is None) == (detector is None):
@@ -162,12 +166,22 @@ def build_track_index(
                 len(forgotten),
                 ", ".join(forgotten[:3]),
             )
-    if detector is not None:
-        if options.min_score is None:
-            options = replace(options, min_score=DEFAULT_MIN_SCORE)
-        detector = build_detector(detector, detector_weights, device, options.min_score / 2)
-    encoder = TrackEncoder(encoders, image_transform(info), out_dir / CROPS_DIR, batch_size)
-    records, skipped = _ingest(new, detections, detector, options, encoder, info.height, progress)
+    if detector is not None and options.min_score is None:
+        options = replace(options, min_score=DEFAULT_MIN_SCORE)
+    if ray is not None:
+        from ssan.video.ray_ingest import RayJob, RayTracks
+
+        paths = {"out_dir": out_dir, "checkpoint": checkpoint, "detections": detections}
+        paths.update(detector_weights=detector_weights, onnx_dir=onnx_dir)
+        job = RayJob(**{k: str(v) if v is not None else None for k, v in paths.items()}, options=asdict(options))
+        job = replace(job, detector=detector, backend=backend, device=device, batch_size=batch_size)
+        encoder = RayTracks(ray, ray_workers, progress)
+        records, skipped = encoder.run(new, job)
+    else:
+        if detector is not None:
+            detector = build_detector(detector, detector_weights, device, options.min_score / 2)
+        encoder = TrackEncoder(encoders, image_transform(info), out_dir / CROPS_DIR, batch_size)
+        records, skipped = _ingest(new, detections, detector, options, encoder, info.height, progress)
     skipped = refused + skipped
     warn_skipped(refused)
     return _assemble(out_dir, existing, info, encoders, encoder, records, skipped, spec, options, recall_queries)

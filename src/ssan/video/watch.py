@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ssan.search import ann
@@ -24,6 +25,7 @@ from ssan.search.builder import index_meta
 from ssan.search.encoders import image_transform, load_encoders
 from ssan.search.errors import GalleryIndexError
 from ssan.search.store import open_store
+from ssan.search.store_index import load_index
 from ssan.video.cameras import Camera
 from ssan.video.encode import CROPS_DIR, TrackEncoder
 from ssan.video.ingest import IngestOptions
@@ -63,13 +65,16 @@ class Watcher:
         options: Optional[WatchOptions] = None,
         device: str = "cpu",
         on_append: Optional[Callable] = None,
+        store=None,
     ):
-        self.store, self.options, self.ingest = open_store(out), options or WatchOptions(), ingest
+        # the tracks go to ``store`` (a postgresql:// URL) when given, else to the folder ``out``; crops stay in ``out``
+        self.location = store if store is not None else out
+        self.store, self.options, self.ingest = open_store(self.location), options or WatchOptions(), ingest
         self.encoders, self.info = load_encoders("torch", checkpoint=checkpoint, device=device)
         self._check_existing()
         self.finished: queue.Queue = queue.Queue()
         self.encoder = TrackEncoder(
-            self.encoders, image_transform(self.info), self.store.directory / CROPS_DIR, self.options.batch_size
+            self.encoders, image_transform(self.info), Path(out) / CROPS_DIR, self.options.batch_size
         )
         self.indexed: Dict[str, int] = {c.name: 0 for c in cameras}
         self.sources: Dict[str, dict] = {}
@@ -83,9 +88,9 @@ class Watcher:
         self.known_urls = set()
         if not self.store.exists():
             return
-        index = self.store.load()
+        index = load_index(self.location)
         if index.meta.get("content") != "tracks":
-            raise GalleryIndexError(f"{self.store.directory} is an index of images: footage goes into its own index")
+            raise GalleryIndexError(f"{self.location} is an index of images: footage goes into its own index")
         index.check_fingerprint(self.info.fingerprint, f"checkpoint {self.info.checkpoint}")
         self.known_urls = {s.get("url") for s in index.meta.get("sources", [])}
 
