@@ -94,6 +94,42 @@ def test_every_downstream_command_takes_an_ssan_clip_checkpoint(clip_run, prepar
 
 
 @pytest.mark.slow
+def test_footage_and_the_service_take_an_ssan_clip_checkpoint(clip_run, tmp_path):
+    pytest.importorskip("av")
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ssan.search import Searcher
+    from ssan.search.app import create_app
+    from ssan.search.security import Security
+    from ssan.search.tokens import TokenStore, generate_token
+    from ssan.video import generate_synthetic_video
+
+    scene = tmp_path / "scene"
+    generate_synthetic_video(scene, seconds=3, people=2, fps=5, size=(96, 160), seed=0, progress=False)
+    index = tmp_path / "footage"
+    code, _, err = run_cli(
+        "index", "--checkpoint", clip_run / "checkpoints" / "best.pt", "--video", scene / "video.mp4",
+        "--detections", scene / "gt" / "gt.txt", "--keep-ids", "--out", index, "--fps", 5, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run_cli("search", "--index", index, "--json", "-k", "5", "a person walking")
+    assert code == 0, err
+    cli_results = json.loads(out)["results"]
+    assert len(cli_results) == 2 and all(r.get("source_kind") == "video" for r in cli_results)
+    token = generate_token()
+    app = create_app(Searcher(index), Security(tokens=TokenStore([(None, token)], "test")))
+    client = TestClient(app, base_url="http://127.0.0.1:8000", headers={"Authorization": f"Bearer {token}"})
+    response = client.post("/api/search", json={"query": "a person walking", "k": 5})
+    assert response.status_code == 200, response.text
+    api_results = response.json()["results"]
+    assert [r["image_id"] for r in api_results] == [r["image_id"] for r in cli_results]
+    for a, b in zip(api_results, cli_results):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+    assert client.get(api_results[0]["frame_url"]).status_code == 200
+
+
+@pytest.mark.slow
 def test_interrupted_and_resumed_clip_run_equals_uninterrupted(clip_run, prepared_synth, tmp_path):
     from test_engine import Interrupted, StopAfter
 
