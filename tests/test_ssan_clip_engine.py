@@ -130,6 +130,19 @@ def test_footage_and_the_service_take_an_ssan_clip_checkpoint(clip_run, tmp_path
 
 
 @pytest.mark.slow
+def test_deterministic_clip_runs_are_equal_bit_for_bit(prepared_synth, tmp_path):
+    overrides = CLIP_OVERRIDES + ["optim.epochs=1", "train.max_steps_per_epoch=3", "train.deterministic=true"]
+    states = []
+    for name in ("a", "b"):
+        config = load_config("synth-clip", overrides)
+        Trainer.from_config(config, prepared_synth, tmp_path / name, device="cpu").fit()
+        states.append(load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["model"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+    assert not torch.are_deterministic_algorithms_enabled()  # the switch is restored after training
+
+
+@pytest.mark.slow
 def test_interrupted_and_resumed_clip_run_equals_uninterrupted(clip_run, prepared_synth, tmp_path):
     from test_engine import Interrupted, StopAfter
 
