@@ -107,6 +107,20 @@ def _add_video_arguments(group) -> None:
         "--ray-workers", type=int, default=1, help="with --ray: actors, each with the models loaded once (default 1)"
     )
     group.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=180.0,
+        metavar="N",
+        help="with --ray: each file is cut into segments of N seconds, one Ray row each (default 180)",
+    )
+    group.add_argument(
+        "--segment-overlap",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="with --ray: seconds each segment is decoded past the next one's start, to join tracks (default 5)",
+    )
+    group.add_argument(
         "--store",
         metavar="URL",
         help="also add the new tracks to this shared store (postgresql://...); crops stay in --out",
@@ -176,6 +190,10 @@ def _check_video_options(args) -> None:
         if given:
             raise SsanError(f"{given[0]} only applies to footage (--video)")
         return
+    if args.ray is not None:
+        from ssan.video.segments import check_segments
+
+        check_segments(args.segment_seconds, args.segment_overlap)
     if args.fps <= 0 or args.crops_per_track < 1:
         raise SsanError(f"--fps must be positive and --crops-per-track >= 1 (got {args.fps}, {args.crops_per_track})")
     if args.start_time is not None and args.time_from_name is not None:
@@ -216,6 +234,8 @@ def _run_video(args, spec, onnx_dir) -> int:
         progress=not args.no_progress,
         ray=args.ray,
         ray_workers=args.ray_workers,
+        segment_seconds=args.segment_seconds,
+        segment_overlap=args.segment_overlap,
     )
     meta = index.meta
     sources = meta["sources"]

@@ -127,15 +127,19 @@ class SourceIngest:
         self.stats["seconds"] = clock.perf_counter() - started
         self._check_used()
 
-    def add_frame(self, frame: Frame, tracker, running: Dict[int, TrackBuilder]) -> None:
+    def track_frame(self, frame: Frame, tracker) -> tuple:
+        """The frame's boxes (N x 4 xywh), their track ids (-1: none) and crop qualities."""
         boxes, scores, ids, visibility = self.boxes(frame)
-        self.stats["frames"] += 1
         if not len(boxes):
-            return
+            return boxes, np.zeros(0, np.int64), np.zeros(0)
         xyxy = np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]])
         track_ids = tracker.update(xyxy, scores, frame.time, ids)
         height, width = frame.image.shape[:2]
-        quality = crop_quality(boxes, scores, width, height, self.reference_height, visibility)
+        return boxes, track_ids, crop_quality(boxes, scores, width, height, self.reference_height, visibility)
+
+    def add_frame(self, frame: Frame, tracker, running: Dict[int, TrackBuilder]) -> None:
+        boxes, track_ids, quality = self.track_frame(frame, tracker)
+        self.stats["frames"] += 1
         for row in np.flatnonzero(track_ids >= 0):
             track = int(track_ids[row])
             builder = running.get(track)

@@ -29,6 +29,7 @@ from ssan.video.errors import DetectionsError
 from ssan.video.frames import Source, find_sources
 from ssan.video.ingest import DetectorBoxes, IngestOptions, MotBoxes, SourceIngest
 from ssan.video.mot import read_mot
+from ssan.video.segments import DEFAULT_OVERLAP_S, DEFAULT_SEGMENT_S, check_segments
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +86,22 @@ def _ingest(sources, detections, detector, options, encoder, reference_height, p
             log.warning(
                 "%s: no person tracked (%d boxes over %d sampled frames)", source.path, stats["boxes"], stats["frames"]
             )
-        records.append(
-            {
-                "type": source.kind,
-                "path": source.path,
-                "camera": source.camera,
-                "start_time": source.start_utc,
-                "time_source": source.time_source,
-                "detections": None if detector is not None else str(detections),
-                **stats,
-            }
-        )
+        records.append(source_record(source, detections, detector, stats))
     encoder.flush()
     return records, skipped
+
+
+def source_record(source: Source, detections, detector, stats: dict) -> dict:
+    """The index's record of an ingested source (where its boxes came from, what was found)."""
+    return {
+        "type": source.kind,
+        "path": source.path,
+        "camera": source.camera,
+        "start_time": source.start_utc,
+        "time_source": source.time_source,
+        "detections": None if detector is not None else str(detections),
+        **stats,
+    }
 
 
 def build_track_index(
@@ -123,6 +127,8 @@ def build_track_index(
     progress: bool = True,
     ray: Optional[str] = None,
     ray_workers: int = 1,
+    segment_seconds: float = DEFAULT_SEGMENT_S,
+    segment_overlap: float = DEFAULT_OVERLAP_S,
 ) -> GalleryIndex:
     """Index the tracks of footage (video files, folders of them, folders of frames) into ``out_dir``.
 
@@ -134,10 +140,13 @@ def build_track_index(
             finding it in each file name; neither: the container's ``creation_time`` if any
             (:mod:`ssan.video.clock`).
         options: sampling and track settings (:class:`IngestOptions`).
-        ray: ``"local"`` or a cluster's address: ingest the files on Ray with ``ray_workers`` actors
-            (:mod:`ssan.video.ray_ingest`); None: in this process.
+        ray: ``"local"`` or a cluster's address: ingest the files on Ray with ``ray_workers`` actors,
+            in segments of ``segment_seconds`` overlapping by ``segment_overlap`` (:mod:`ssan.video.ray_ingest`);
+            None: in this process.
         Others as :func:`ssan.search.builder.build_index`.
     """
+    if ray is not None:
+        check_segments(segment_seconds, segment_overlap)
     if (detections is None) == (detector is None):
         raise SsanError("give the person boxes with exactly one of --detections FILE and --detector NAME")
     options = options or IngestOptions()
@@ -175,6 +184,7 @@ def build_track_index(
         paths.update(detector_weights=detector_weights, onnx_dir=onnx_dir)
         job = RayJob(**{k: str(v) if v is not None else None for k, v in paths.items()}, options=asdict(options))
         job = replace(job, detector=detector, backend=backend, device=device, batch_size=batch_size)
+        job = replace(job, segment_seconds=segment_seconds, segment_overlap=segment_overlap)
         encoder = RayTracks(ray, ray_workers, progress)
         records, skipped = encoder.run(new, job)
     else:

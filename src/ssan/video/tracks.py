@@ -114,12 +114,16 @@ class TrackBuilder:
         self.boxes_seen += 1
         if image is None or not self.wants(quality):
             return
-        crop = Crop(float(quality), number, time, tuple(float(v) for v in box), cut_crop(image, box))
+        crop = Crop(float(quality), number, time, tuple(float(v) for v in box), self.cut(image, box))
         entry = (crop.quality, next(_order), crop)
         if len(self._pool) < self.pool_size:
             heapq.heappush(self._pool, entry)
         else:
             heapq.heapreplace(self._pool, entry)
+
+    def cut(self, image, box) -> Image.Image:
+        """The pooled picture of a box (a subclass may keep something else in its place)."""
+        return cut_crop(image, box)
 
     def finish(self) -> Track:
         """The finished track with ``keep`` crops: best first, each at least a share of the track apart."""

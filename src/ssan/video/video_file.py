@@ -151,6 +151,43 @@ class VideoReader:
                 yield Frame(number, time, frame.to_ndarray(format="rgb24"))
         self._report(last_time)
 
+    def frames_between(self, fps: float, start: float, end: Optional[float] = None) -> Iterator[Frame]:
+        """The frames of :meth:`frames` with ``start <= time < end`` (same sampling grid, same numbers).
+
+        Seeks to the key frame before ``start`` and decodes on; frame numbers are counted from
+        the time (constant frame rate). Meant for a reader that has not yielded frames yet.
+        """
+        frames = self.frames(fps) if start <= 0 else self._frames_after_seek(fps, start)
+        for frame in frames:
+            if end is not None and frame.time >= end:
+                return
+            if frame.time >= start:
+                yield frame
+
+    def _frames_after_seek(self, fps: float, start: float) -> Iterator[Frame]:
+        first_time = float(self._first.time) if self._first.time is not None else 0.0
+        target = max(0.0, start - 1.0 / self.rate)
+        self._container.seek(int(target / self._stream.time_base), stream=self._stream, backward=True)
+        taken = None
+        for frame in self._decode():
+            if frame.time is None:
+                raise VideoError(f"video {self.path}: a frame without a time stamp after seeking to {start:.2f} s")
+            time = float(frame.time)
+            if taken is None:
+                if time >= start:  # no key frame before start: decode the file from its start
+                    with VideoReader(self.path) as whole:
+                        yield from whole.frames(fps)
+                    return
+                taken = 0
+                while taken / fps <= time + 1e-6:  # the grid after this frame, as frames() has it
+                    taken += 1
+                continue
+            if time + 1e-6 >= taken / fps:
+                while taken / fps <= time + 1e-6:
+                    taken += 1
+                number = round((time - first_time) * self.rate) + 1
+                yield Frame(number, time, frame.to_ndarray(format="rgb24"))
+
     def _report(self, last_time: float) -> None:
         if self.stopped_at is not None:
             log.warning(
