@@ -83,6 +83,13 @@ def test_every_downstream_command_takes_an_ssan_clip_checkpoint(clip_run, prepar
     code, out, err = run_cli("export", "--checkpoint", checkpoint, "--out", tmp_path / "onnx")
     assert code == 0, err
     assert "parity check passed" in out
+    from ssan.search.encoders import load_encoders  # the ONNX query path reads the export's own byte pairs
+
+    meta = json.loads((tmp_path / "onnx" / "meta.json").read_text())
+    _, info = load_encoders(backend="onnx", onnx_dir=tmp_path / "onnx")
+    assert (tmp_path / "onnx" / meta["bpe_file"]).is_file()
+    assert info.vocab.merges_file == tmp_path / "onnx" / meta["bpe_file"]
+    assert info.vocab.encode(query)[0] == ClipTokenizer().encode(query)[0]
     code, out, err = run_cli(
         "search", "--index", index, "--json", "-k", "3", "--backend", "onnx", "--onnx", tmp_path / "onnx", query
     )

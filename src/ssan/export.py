@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -284,6 +285,9 @@ def _write_export(model, vocab, state: dict, checkpoint: Path, out_dir: Path, op
         from ssan.clip.export import tokenizer_entry
 
         meta["tokenizer"] = tokenizer_entry(model, out_dir)
+    elif getattr(vocab, "merges_file", None) is not None:  # SSAN-CLIP: its byte pairs travel with the graphs
+        shutil.copyfile(vocab.merges_file, out_dir / Path(vocab.merges_file).name)
+        meta["bpe_file"] = Path(vocab.merges_file).name
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     if verify:
         meta["parity"], meta["parity_scale"] = verify_parity(model, OnnxEncoders(out_dir), height, width, max_length)

@@ -14,7 +14,8 @@ longer than the context (77) are cut with the end token kept last, as open_clip 
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +23,27 @@ CLIP_CONTEXT = 77
 
 
 class ClipTokenizer:
-    """open_clip's BPE tokenizer (shipped inside the package: works offline) with the vocabulary's interface.
+    """CLIP's BPE (:mod:`ssan.clip.bpe`, equal to open_clip's) with start/end ids and the vocabulary's interface.
 
     Args:
         context_length: most ids per caption, start and end included (CLIP: 77).
+        merges_file: the gzipped merge list (None: the copy shipped inside open_clip, found without importing it).
     """
 
     unk_id = None  # every text has a byte-pair encoding: nothing is unknown
 
-    def __init__(self, context_length: int = CLIP_CONTEXT) -> None:
-        from ssan.models.clip_trunks import open_clip_module
+    def __init__(self, context_length: int = CLIP_CONTEXT, merges_file: Optional[Union[str, Path]] = None) -> None:
+        from ssan.clip.bpe import ClipTokenizer as BytePairs  # torch-free: the ONNX query path needs no open_clip
 
         if not 3 <= context_length <= CLIP_CONTEXT:
             raise ValueError(f"a CLIP caption holds 3..{CLIP_CONTEXT} ids, got context_length={context_length}")
-        self._bpe = open_clip_module().tokenizer.SimpleTokenizer()
+        self._bpe = BytePairs(merges_file, context_length=CLIP_CONTEXT)
+        self.merges_file = self._bpe.merges_file
         self.context_length = context_length
-        self.sot, self.eot = self._bpe.sot_token_id, self._bpe.eot_token_id
+        self.sot, self.eot = self._bpe.sot_id, self._bpe.eot_id
 
     def __len__(self) -> int:
-        return len(self._bpe.encoder)
+        return len(self._bpe)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ClipTokenizer) and other.context_length == self.context_length
@@ -50,13 +53,13 @@ class ClipTokenizer:
 
     def words_of(self, text: str) -> List[str]:
         """The byte-pair pieces of ``text`` (open_clip's cleaning, lower case)."""
-        return [self._bpe.decoder[i] for i in self._bpe.encode(text)]
+        return [self._bpe.pieces[i] for i in self._bpe.encode(text)[0]]
 
     def encode_tokens(self, pieces: Iterable[str]) -> Tuple[List[int], List[str]]:
         """(start + piece ids + end, unknown pieces); not cut (see :meth:`truncate`)."""
         pieces = list(pieces)
-        unknown = [p for p in pieces if p not in self._bpe.encoder]
-        ids = [self._bpe.encoder[p] for p in pieces if p in self._bpe.encoder]
+        unknown = [p for p in pieces if p not in self._bpe.ids]
+        ids = [self._bpe.ids[p] for p in pieces if p in self._bpe.ids]
         return [self.sot, *ids, self.eot], unknown
 
     def truncate(self, ids: Sequence[int], max_length: int) -> List[int]:
@@ -72,7 +75,7 @@ class ClipTokenizer:
 
     def decode(self, ids: Iterable[int]) -> List[str]:
         """One readable piece per id (start and end included, so it lines up with per-token attention)."""
-        return [self._bpe.decoder[int(i)].replace("</w>", "") for i in ids if int(i) != 0]
+        return [self._bpe.pieces[int(i)].replace("</w>", "") for i in ids if int(i) != 0]
 
     def encode_records(self, records: Sequence[dict], max_length: Optional[int] = None) -> List[dict]:
         """Prepared records with ``tokens`` re-encoded from their ``captions`` (cuts counted in the log).
@@ -95,11 +98,14 @@ class ClipTokenizer:
         return out
 
 
-def model_tokenizer(arch: dict, vocab, max_length: int = CLIP_CONTEXT):
-    """The tokenizer of a model of ``arch`` (``SSAN.arch``): ``vocab`` itself, or a :class:`ClipTokenizer`."""
+def model_tokenizer(arch: dict, vocab, max_length: int = CLIP_CONTEXT, merges_file=None):
+    """The tokenizer of a model of ``arch`` (``SSAN.arch``): ``vocab`` itself, or a :class:`ClipTokenizer`.
+
+    ``merges_file``: CLIP's merge list (an ONNX export's copy); None takes open_clip's packaged one.
+    """
     from ssan.models.text_encoders import TEXT_ENCODERS
 
     kind = TEXT_ENCODERS.get(arch.get("text_encoder", "lstm")).tokenizer
     if kind == "clip":
-        return ClipTokenizer(min(int(max_length), CLIP_CONTEXT))
+        return ClipTokenizer(min(int(max_length), CLIP_CONTEXT), merges_file)
     return vocab

@@ -132,7 +132,12 @@ def load_encoders(
         fingerprint=meta["fingerprint"],
         vocab=export_tokenizer(onnx_dir, meta)
         if "tokenizer" in meta
-        else model_tokenizer(meta["arch"], Vocabulary(meta["vocab"]), int(meta["max_length"])),
+        else model_tokenizer(
+            meta["arch"],
+            Vocabulary(meta["vocab"]),
+            int(meta["max_length"]),
+            Path(onnx_dir) / Path(meta["bpe_file"]).name if isinstance(meta.get("bpe_file"), str) else None,
+        ),
         height=int(meta["input"]["height"]),
         width=int(meta["input"]["width"]),
         max_length=int(meta["max_length"]),
