@@ -95,7 +95,8 @@ class LossTerm(nn.Module):
             raise ConfigError(f"loss term {cls.__name__}: {exc}") from None
 
     def forward(self, outputs: dict, batch: dict, step: StepInputs) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The term's named losses (``{"<name>_<feature>": scalar}``); every registered term defines it."""
+        raise NotImplementedError(f"loss term {type(self).__name__} defines no forward(outputs, batch, step)")
 
 
 LOSS_TERMS: Registry = Registry("loss term", ConfigError)
